@@ -1,0 +1,113 @@
+"""Physical parameters of a batch of quadrotors, one row per env.
+
+Conventions (ANCHORS §1, the simulator RAPTOR was trained in): body frame FLU, world frame z-up,
+rotor order front-right, back-right, back-left, front-left, each rotor thrusting along body +z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+GRAVITY = 9.81
+"""Magnitude of gravity [m/s^2]; the world acceleration is (0, 0, -GRAVITY)."""
+
+ROTOR_NAMES = ("front_right", "back_right", "back_left", "front_left")
+"""Motor order of every action, state and parameter in robotrl."""
+
+ROTOR_TORQUE_DIRECTIONS = (-1.0, 1.0, -1.0, 1.0)
+"""Sign of each rotor's drag torque about body +z (FR and BL spin counter-clockwise seen from above)."""
+
+
+@dataclass
+class QuadrotorParams:
+    """Batched parameters; every tensor has a leading [num_envs] dimension."""
+
+    mass: torch.Tensor
+    """[N] total mass [kg]."""
+    inertia: torch.Tensor
+    """[N, 3, 3] inertia about the centre of mass, body frame [kg m^2]."""
+    rotor_positions: torch.Tensor
+    """[N, 4, 3] rotor hub positions in the body frame [m], ROTOR_NAMES order."""
+    rotor_torque_directions: torch.Tensor
+    """[N, 4] +-1, sign of each rotor's drag torque about body +z."""
+    thrust_curve: torch.Tensor
+    """[N, 3] (c0, c1, c2): thrust per rotor f = c0 + c1 u + c2 u^2 [N] for motor command u."""
+    rotor_torque_constant: torch.Tensor
+    """[N] drag torque per unit thrust [m]: tau_z = k * f."""
+    motor_command_range: torch.Tensor
+    """[N, 2] (lo, hi): action -1 maps to lo, +1 to hi (normalised motor command)."""
+    motor_tau_rising: torch.Tensor
+    """[N] first-order motor time constant when speeding up [s]."""
+    motor_tau_falling: torch.Tensor
+    """[N] first-order motor time constant when slowing down [s]."""
+
+    @property
+    def num_envs(self) -> int:
+        return self.mass.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.mass.device
+
+    @property
+    def inertia_inv(self) -> torch.Tensor:
+        return torch.linalg.inv(self.inertia)
+
+    @property
+    def max_thrust_per_rotor(self) -> torch.Tensor:
+        """[N] thrust of one rotor at the top of the command range [N]."""
+        return self.rotor_thrust(self.motor_command_range[:, 1:2].expand(-1, 4))[:, 0]
+
+    @property
+    def thrust_to_weight(self) -> torch.Tensor:
+        return 4.0 * self.max_thrust_per_rotor / (self.mass * GRAVITY)
+
+    def rotor_thrust(self, motor_command: torch.Tensor) -> torch.Tensor:
+        """Thrust [N] of each rotor, [N, 4], for normalised motor commands [N, 4]."""
+        c = self.thrust_curve
+        u = motor_command
+        return c[:, 0:1] + (c[:, 1:2] + c[:, 2:3] * u) * u
+
+    def hover_command(self) -> torch.Tensor:
+        """[N] motor command at which four rotors carry the weight (root of the thrust curve)."""
+        c0, c1, c2 = self.thrust_curve.unbind(-1)
+        f = self.mass * GRAVITY / 4.0
+        disc = (c1 * c1 - 4.0 * c2 * (c0 - f)).clamp_min(0.0)
+        quadratic = (-c1 + torch.sqrt(disc)) / (2.0 * c2.clamp_min(1e-12))
+        linear = (f - c0) / c1.clamp_min(1e-12)
+        return torch.where(c2 > 1e-12, quadratic, linear)
+
+    def hover_action(self) -> torch.Tensor:
+        """[N] action in [-1, 1] that commands the hover motor command."""
+        lo, hi = self.motor_command_range.unbind(-1)
+        return 2.0 * (self.hover_command() - lo) / (hi - lo) - 1.0
+
+    def to(self, device: torch.device | str) -> QuadrotorParams:
+        return QuadrotorParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def index(self, env_ids: torch.Tensor | slice) -> QuadrotorParams:
+        return QuadrotorParams(**{f.name: getattr(self, f.name)[env_ids] for f in fields(self)})
+
+    def assign(self, env_ids: torch.Tensor, other: QuadrotorParams) -> None:
+        """Overwrite the rows env_ids with the rows of `other` (same length as env_ids)."""
+        for f in fields(self):
+            getattr(self, f.name)[env_ids] = getattr(other, f.name)
+
+    @staticmethod
+    def cat(parts: list[QuadrotorParams]) -> QuadrotorParams:
+        return QuadrotorParams(
+            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(QuadrotorParams)}
+        )
+
+    def repeat(self, num_envs: int) -> QuadrotorParams:
+        """A batch of num_envs copies of a single quadrotor (self must have one row)."""
+        if self.num_envs != 1:
+            raise ValueError(f"repeat() needs a single quadrotor, got a batch of {self.num_envs}")
+        return QuadrotorParams(
+            **{
+                f.name: getattr(self, f.name).expand(num_envs, *getattr(self, f.name).shape[1:]).clone()
+                for f in fields(self)
+            }
+        )
