@@ -170,7 +170,8 @@ class RaptorDistribution:
         scale = (mass / base.mass) ** (1.0 / 3.0)
         rotor_positions = base.rotor_positions * scale.view(-1, 1, 1)
         # Scale the whole thrust curve so that full command gives the sampled thrust-to-weight.
-        thrust_curve = base.thrust_curve * (thrust_to_weight / base.thrust_to_weight * mass / base.mass)[:, None]
+        thrust_scale = thrust_to_weight / base.thrust_to_weight * mass / base.mass
+        thrust_curve = base.thrust_curve * thrust_scale[:, None]
         max_thrust = thrust_to_weight * mass * GRAVITY / 4.0
         arm = rotor_positions[:, 0, :2].norm(dim=-1)
         j_xx = max_thrust * arm / uniform(self.torque_to_inertia)
