@@ -117,8 +117,11 @@ def load_platform(name_or_path: str | Path) -> QuadrotorParams:
             f"{path}: field 'rotor_positions' must list rotors front-right (+x,-y), back-right (-x,-y), "
             f"back-left (-x,+y), front-left (+x,+y) in the FLU body frame; got {rotors.tolist()}"
         )
-    directions = _vector(raw, "rotor_torque_directions", (4,), path) if "rotor_torque_directions" in raw \
+    directions = (
+        _vector(raw, "rotor_torque_directions", (4,), path)
+        if "rotor_torque_directions" in raw
         else torch.tensor(ROTOR_TORQUE_DIRECTIONS)
+    )
     if not (directions.abs() == 1).all() or directions.sum() != 0:
         raise PlatformError(f"{path}: field 'rotor_torque_directions' must hold two +1 and two -1")
     command_range = _vector(raw, "motor_command_range", (2,), path)
