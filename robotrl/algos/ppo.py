@@ -1,0 +1,215 @@
+"""PPO with an asymmetric critic. No training loop here: the runner owns it (rsl_rl's split).
+
+Our own rather than rsl_rl's: the quadrotor critic reads privileged observations and the teacher
+farm later batches the weights of many teachers, which rsl_rl's PPO does not do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robotrl.policies.mlp import ActorCritic
+
+
+@dataclass
+class PPOConfig:
+    num_steps: int = 32
+    """Env steps per env in one rollout."""
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    gamma: float = 0.99
+    lam: float = 0.95
+    clip: float = 0.2
+    learning_rate: float = 1e-3
+    value_coef: float = 1.0
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    desired_kl: float = 0.01
+    """Adaptive learning rate: halve/raise it when the KL leaves [desired_kl/2, 2 desired_kl]; 0 disables."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this before learning (keeps values near unit scale)."""
+
+
+class RolloutStorage:
+    """Preallocated [num_steps, num_envs, ...] buffers for one rollout."""
+
+    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, privileged_dim: int, action_dim: int):
+        def buf(*shape: int) -> torch.Tensor:
+            return torch.zeros(num_steps, num_envs, *shape)
+
+        self.obs = buf(obs_dim)
+        self.privileged_obs = buf(privileged_dim)
+        self.actions = buf(action_dim)
+        self.log_probs = buf()
+        self.values = buf()
+        self.rewards = buf()
+        self.dones = buf()
+        self.returns = buf()
+        self.advantages = buf()
+        self.step = 0
+
+    def minibatches(self, num_minibatches: int, generator: torch.Generator):
+        n = self.obs.shape[0] * self.obs.shape[1]
+        order = torch.randperm(n, generator=generator)
+        size = n // num_minibatches
+        flat = {
+            k: getattr(self, k).flatten(0, 1)
+            for k in ("obs", "privileged_obs", "actions", "log_probs", "values", "returns", "advantages")
+        }
+        for i in range(num_minibatches):
+            idx = order[i * size : (i + 1) * size]
+            yield {k: v[idx] for k, v in flat.items()}
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates and returns over [T, N] rollouts (dones mark the step's end)."""
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(last_values)
+    next_value = last_values
+    for t in reversed(range(rewards.shape[0])):
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        next_advantage = delta + gamma * lam * not_done * next_advantage
+        advantages[t] = next_advantage
+        next_value = values[t]
+    return advantages, advantages + values
+
+
+class PPO:
+    def __init__(self, policy: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0):
+        self.policy = policy
+        self.config = config
+        self.learning_rate = config.learning_rate
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+        actor_out = policy.log_std.shape[0]
+        self.storage = RolloutStorage(
+            config.num_steps,
+            num_envs,
+            policy.obs_normalizer.mean.shape[0],
+            policy.privileged_normalizer.mean.shape[0],
+            actor_out,
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, privileged_obs: torch.Tensor) -> torch.Tensor:
+        """Sample actions and remember what the update needs (values come later, in one batch)."""
+        dist = self.policy.distribution(obs)
+        actions = dist.sample()
+        s, t = self.storage, self.storage.step
+        s.obs[t] = obs
+        s.privileged_obs[t] = privileged_obs
+        s.actions[t] = actions
+        s.log_probs[t] = dist.log_prob(actions).sum(-1)
+        return actions
+
+    @torch.no_grad()
+    def process_env_step(
+        self,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        final_privileged_obs: torch.Tensor | None,
+    ) -> None:
+        """Store the step's reward; a time-out bootstraps from the value of its final observation."""
+        s, t = self.storage, self.storage.step
+        rewards = rewards * self.config.reward_scale
+        if final_privileged_obs is not None and truncated.any():
+            ids = truncated.nonzero().squeeze(-1)
+            rewards = rewards.clone()
+            rewards[ids] += self.config.gamma * self.policy.value(final_privileged_obs[ids])
+        s.rewards[t] = rewards
+        s.dones[t] = (terminated | truncated).float()
+        s.step += 1
+
+    @torch.no_grad()
+    def compute_returns(self, last_privileged_obs: torch.Tensor) -> None:
+        s = self.storage
+        s.values = self.policy.value(s.privileged_obs.flatten(0, 1)).view_as(s.rewards)
+        s.advantages, s.returns = compute_gae(
+            s.rewards,
+            s.values,
+            s.dones,
+            self.policy.value(last_privileged_obs),
+            self.config.gamma,
+            self.config.lam,
+        )
+
+    def update(self) -> dict[str, float]:
+        """Epochs of clipped-surrogate updates over the stored rollout; returns mean losses."""
+        cfg, s = self.config, self.storage
+        adv = s.advantages
+        s.advantages = (adv - adv.mean()) / (adv.std() + 1e-8)
+        totals = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "loss/kl": 0.0}
+        updates = 0
+        for _ in range(cfg.num_epochs):
+            for batch in s.minibatches(cfg.num_minibatches, self.generator):
+                dist = self.policy.distribution(batch["obs"])
+                log_prob = dist.log_prob(batch["actions"]).sum(-1)
+                log_ratio = log_prob - batch["log_probs"]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    kl = ((ratio - 1.0) - log_ratio).mean()
+                self._adapt_learning_rate(kl.item())
+                surrogate = -torch.min(
+                    ratio * batch["advantages"], ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch["advantages"]
+                ).mean()
+                value = self.policy.value(batch["privileged_obs"])
+                value_clipped = batch["values"] + (value - batch["values"]).clamp(-cfg.clip, cfg.clip)
+                value_loss = torch.max(
+                    (value - batch["returns"]) ** 2, (value_clipped - batch["returns"]) ** 2
+                ).mean()
+                entropy = dist.entropy().sum(-1).mean()
+                loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                totals["loss/surrogate"] += surrogate.item()
+                totals["loss/value"] += value_loss.item()
+                totals["loss/entropy"] += entropy.item()
+                totals["loss/kl"] += kl.item()
+                updates += 1
+        s.step = 0
+        # Normaliser statistics move only between rollouts, so a rollout's log-probs and its update agree.
+        self.policy.obs_normalizer.update(s.obs.flatten(0, 1))
+        self.policy.privileged_normalizer.update(s.privileged_obs.flatten(0, 1))
+        out = {k: v / updates for k, v in totals.items()}
+        out["train/learning_rate"] = self.learning_rate
+        out["train/action_std"] = self.policy.log_std.exp().mean().item()
+        return out
+
+    def _adapt_learning_rate(self, kl: float) -> None:
+        target = self.config.desired_kl
+        if target <= 0:
+            return
+        if kl > 2.0 * target:
+            self.learning_rate = max(1e-5, self.learning_rate / 1.5)
+        elif kl < 0.5 * target:
+            self.learning_rate = min(1e-2, self.learning_rate * 1.5)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "learning_rate": self.learning_rate,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.policy.load_state_dict(state["policy"])  # type: ignore[arg-type]
+        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        self.learning_rate = float(state["learning_rate"])  # type: ignore[arg-type]
+        self.generator.set_state(state["generator"])  # type: ignore[arg-type]

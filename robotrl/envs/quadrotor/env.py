@@ -1,0 +1,314 @@
+"""Batched quadrotor task: reach and hold a target, or track a moving one, from randomized starts.
+
+Follows rsl_rl's VecEnv conventions: torch tensors of shape [num_envs, ...], automatic reset of
+finished envs with the last observation of the finished episode in info["final_obs"], terminated
+and truncated apart, and privileged observations for teachers and asymmetric critics in
+info["privileged_obs"].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from robotrl.envs.quadrotor.dynamics import (
+    ANGVEL_B,
+    LINVEL_W,
+    MOTORS,
+    POS_W,
+    QUAT_WXYZ,
+    STATE_DIM,
+    QuadrotorDynamics,
+    quat_from_axis_angle,
+)
+from robotrl.envs.quadrotor.observations import ACTION_DIM, OBSERVATION_DIM, raptor_observation
+from robotrl.envs.quadrotor.params import QuadrotorParams
+from robotrl.envs.quadrotor.platforms import RaptorDistribution, load_platform
+from robotrl.envs.quadrotor.targets import TargetConfig, TargetGenerator
+
+PRIVILEGED_FIELDS: tuple[tuple[str, int], ...] = (
+    ("motor_state", 4),
+    ("log_mass", 1),
+    ("thrust_to_weight", 1),
+    ("log_inertia_diag", 3),
+    ("arm_length_log", 1),
+    ("motor_tau_rising", 1),
+    ("motor_tau_falling", 1),
+    ("rotor_torque_constant", 1),
+    ("disturbance_accel_w", 3),
+    ("target_velocity_w", 3),
+)
+PRIVILEGED_DIM = OBSERVATION_DIM + sum(size for _, size in PRIVILEGED_FIELDS)
+
+
+@dataclass
+class InitConfig:
+    """Ranges of the random initial state, relative to the target."""
+
+    position_m: float = 0.5
+    """Uniform per axis in [-position_m, position_m] [m]."""
+    tilt_deg: float = 30.0
+    """Attitude: a random axis, angle uniform in [0, tilt_deg] [deg]; yaw is part of it."""
+    velocity_mps: float = 0.5
+    """Uniform per axis [m/s], world frame."""
+    angular_velocity_radps: float = 1.0
+    """Uniform per axis [rad/s], body frame."""
+
+
+@dataclass
+class RewardConfig:
+    """Weights of the named reward terms; the reward is constant - sum(weight * cost) per step.
+
+    After RAPTOR's teachers (ANCHORS §1: position 1, orientation 0.1, action change 1, constant 1.5,
+    termination -100) with Learning-to-Fly's small velocity terms (ANCHORS §2).
+    """
+
+    constant: float = 1.5
+    position: float = 1.0
+    orientation: float = 0.1
+    linear_velocity: float = 0.05
+    angular_velocity: float = 0.01
+    action: float = 0.0
+    action_rate: float = 1.0
+    termination: float = -100.0
+
+
+@dataclass
+class QuadrotorEnvConfig:
+    num_envs: int = 1024
+    platform: str = "crazyflie"
+    """A named platform in sim/quadrotor/, a platform .yaml path, or 'raptor' for the sampled distribution."""
+    dt: float = 0.01
+    """Control period [s] (100 Hz)."""
+    substeps: int = 1
+    """RK4 steps per control period."""
+    episode_length_s: float = 5.0
+    init: InitConfig = field(default_factory=InitConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    max_position_error_m: float = 1.5
+    """Terminate when the position error exceeds this [m]."""
+    max_linear_velocity_mps: float = 10.0
+    max_angular_velocity_radps: float = 35.0
+    disturbance_max_weight_fraction: float = 0.0
+    """Constant per-episode world force: up to this fraction of (T/W - 1) x weight (RAPTOR: 0.3)."""
+    observation_noise: float = 0.0
+    """Std of Gaussian noise added to the policy observation (not the privileged one)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.dt <= 0 or self.episode_length_s < self.dt:
+            raise ValueError(
+                f"need dt > 0 and episode_length_s >= dt, got {self.dt}, {self.episode_length_s}"
+            )
+
+    @property
+    def max_episode_steps(self) -> int:
+        return round(self.episode_length_s / self.dt)
+
+
+class QuadrotorEnv:
+    """A batch of quadrotors flying the task in QuadrotorEnvConfig, stepped together."""
+
+    observation_dim = OBSERVATION_DIM
+    privileged_dim = PRIVILEGED_DIM
+    action_dim = ACTION_DIM
+
+    def __init__(
+        self,
+        config: QuadrotorEnvConfig,
+        device: str | torch.device = "cpu",
+        params: QuadrotorParams | None = None,
+    ):
+        self.config = config
+        self.num_envs = config.num_envs
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        if params is None:
+            params = self._make_params(config, self.generator)
+        if params.num_envs != config.num_envs:
+            raise ValueError(
+                f"params hold {params.num_envs} quadrotors, config asks for {config.num_envs} envs"
+            )
+        self.dynamics = QuadrotorDynamics(params.to(self.device), config.dt, config.substeps)
+        self._hover_action = self.params.hover_action().unsqueeze(-1)
+        n = self.num_envs
+        self.state = torch.zeros(n, STATE_DIM, device=self.device)
+        self.previous_action = torch.zeros(n, ACTION_DIM, device=self.device)
+        self.disturbance_force_w = torch.zeros(n, 3, device=self.device)
+        self.episode_step = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.targets = TargetGenerator(config.target, n, self.device)
+        self.target_position_w = torch.zeros(n, 3, device=self.device)
+        self.target_velocity_w = torch.zeros(n, 3, device=self.device)
+        self._reward_weights = {
+            name: getattr(config.reward, name) for name in ("position", "orientation", "linear_velocity",
+                                                            "angular_velocity", "action", "action_rate")
+        }  # fmt: skip
+        self.episode_sums = {name: torch.zeros(n, device=self.device) for name in self._reward_weights}
+
+    @staticmethod
+    def _make_params(config: QuadrotorEnvConfig, generator: torch.Generator) -> QuadrotorParams:
+        if config.platform == "raptor":
+            return RaptorDistribution().sample(config.num_envs, generator)
+        return load_platform(config.platform).repeat(config.num_envs)
+
+    @property
+    def params(self) -> QuadrotorParams:
+        return self.dynamics.params
+
+    @property
+    def time_s(self) -> torch.Tensor:
+        return self.episode_step.float() * self.config.dt
+
+    # ----------------------------------------------------------------------------------- reset
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        self.reset_idx(torch.arange(self.num_envs, device=self.device))
+        return self.observe()
+
+    def reset_idx(self, env_ids: torch.Tensor) -> None:
+        """Draw new initial states (and disturbances, and target phases) for env_ids."""
+        n = env_ids.numel()
+        if n == 0:
+            return
+        g, dev, init = self.generator, self.device, self.config.init
+
+        def uniform(*shape: int) -> torch.Tensor:
+            return 2.0 * torch.rand(*shape, generator=g, device=dev) - 1.0
+
+        self.episode_step[env_ids] = 0
+        self.targets.reset_idx(env_ids, g)
+        target_pos, target_vel = self.targets(self.time_s[env_ids], g)
+        self.target_position_w[env_ids] = target_pos[env_ids]
+        self.target_velocity_w[env_ids] = target_vel[env_ids]
+
+        axis = torch.randn(n, 3, generator=g, device=dev)
+        axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        angle = torch.rand(n, generator=g, device=dev) * math.radians(init.tilt_deg)
+        state = torch.zeros(n, STATE_DIM, device=dev)
+        state[:, POS_W] = self.target_position_w[env_ids] + init.position_m * uniform(n, 3)
+        state[:, QUAT_WXYZ] = quat_from_axis_angle(axis, angle)
+        state[:, LINVEL_W] = self.target_velocity_w[env_ids] + init.velocity_mps * uniform(n, 3)
+        state[:, ANGVEL_B] = init.angular_velocity_radps * uniform(n, 3)
+        params = self.params.index(env_ids)
+        state[:, MOTORS] = params.hover_command().unsqueeze(-1)
+        self.state[env_ids] = state
+        self.previous_action[env_ids] = params.hover_action().unsqueeze(-1).expand(n, ACTION_DIM)
+
+        max_force = self.config.disturbance_max_weight_fraction * (params.thrust_to_weight - 1.0).clamp_min(
+            0.0
+        )
+        direction = torch.randn(n, 3, generator=g, device=dev)
+        direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        magnitude = torch.rand(n, generator=g, device=dev) * max_force * params.mass * 9.81
+        self.disturbance_force_w[env_ids] = direction * magnitude.unsqueeze(-1)
+        for total in self.episode_sums.values():
+            total[env_ids] = 0.0
+
+    # ----------------------------------------------------------------------------------- step
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, object]]:
+        """Apply actions [N, 4] in [-1, 1]; returns (obs, reward, terminated, truncated, info)."""
+        if action.shape != (self.num_envs, ACTION_DIM):
+            raise ValueError(
+                f"action must have shape ({self.num_envs}, {ACTION_DIM}), got {tuple(action.shape)}"
+            )
+        # A non-finite action ends that env's episode only; the others never see it.
+        bad_action = ~torch.isfinite(action).all(-1)
+        action = torch.where(bad_action.unsqueeze(-1), self.previous_action, action).clamp(-1.0, 1.0)
+
+        self.state = self.dynamics.step(self.state, action, self.disturbance_force_w)
+        self.episode_step += 1
+        target_pos, target_vel = self.targets(self.time_s, self.generator)
+        self.target_position_w, self.target_velocity_w = target_pos, target_vel
+
+        bad_state = ~torch.isfinite(self.state).all(-1)
+        nonfinite = bad_action | bad_state
+        if nonfinite.any():
+            self.state[bad_state] = 0.0
+            self.state[bad_state, QUAT_WXYZ.start] = 1.0
+
+        costs = self._costs(action)
+        reward = self.config.reward.constant - sum(self._reward_weights[k] * c for k, c in costs.items())
+        for name, cost in costs.items():
+            self.episode_sums[name] += cost
+        self.previous_action = action
+
+        terminated = self._terminated() | nonfinite
+        truncated = (self.episode_step >= self.config.max_episode_steps) & ~terminated
+        reward = torch.where(terminated, torch.full_like(reward, self.config.reward.termination), reward)
+
+        obs = self.observe()
+        info: dict[str, object] = {"time_outs": truncated, "nonfinite": nonfinite}
+        done = terminated | truncated
+        if done.any():
+            ids = done.nonzero().squeeze(-1)
+            info["final_obs"] = obs.clone()
+            info["final_privileged_obs"] = self.privileged_observation(obs)
+            info["episode"] = {f"cost/{k}": v[ids].mean().item() for k, v in self.episode_sums.items()}
+            info["episode"]["episode_length_s"] = self.time_s[ids].float().mean().item()
+            self.reset_idx(ids)
+            obs = self.observe()
+        info["privileged_obs"] = self.privileged_observation(obs)
+        return obs, reward, terminated, truncated, info
+
+    def _costs(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each named cost, [N]; weighted by RewardConfig of the same name."""
+        s = self.state
+        pos_err = s[:, POS_W] - self.target_position_w
+        vel_err = s[:, LINVEL_W] - self.target_velocity_w
+        qw = s[:, QUAT_WXYZ.start]
+        return {
+            "position": (pos_err * pos_err).sum(-1),
+            "orientation": 1.0 - qw * qw,  # 0 level with any yaw error penalised, 1 upside down
+            "linear_velocity": (vel_err * vel_err).sum(-1),
+            "angular_velocity": (s[:, ANGVEL_B] ** 2).sum(-1),
+            "action": ((action - self._hover_action) ** 2).sum(-1),
+            "action_rate": ((action - self.previous_action) ** 2).sum(-1),
+        }
+
+    def _terminated(self) -> torch.Tensor:
+        cfg, s = self.config, self.state
+        pos_err = (s[:, POS_W] - self.target_position_w).norm(dim=-1)
+        return (
+            (pos_err > cfg.max_position_error_m)
+            | (s[:, LINVEL_W].norm(dim=-1) > cfg.max_linear_velocity_mps)
+            | (s[:, ANGVEL_B].norm(dim=-1) > cfg.max_angular_velocity_radps)
+        )
+
+    # ----------------------------------------------------------------------------------- observe
+    def observe(self) -> torch.Tensor:
+        obs = raptor_observation(
+            self.state, self.target_position_w, self.target_velocity_w, self.previous_action
+        )
+        if self.config.observation_noise > 0:
+            obs = obs + self.config.observation_noise * torch.randn(
+                obs.shape, generator=self.generator, device=self.device
+            )
+        return obs
+
+    def privileged_observation(self, obs: torch.Tensor) -> torch.Tensor:
+        """The policy observation plus what only a simulator knows (PRIVILEGED_FIELDS)."""
+        p = self.params
+        return torch.cat(
+            (
+                obs,
+                self.state[:, MOTORS],
+                p.mass.log().unsqueeze(-1),
+                p.thrust_to_weight.unsqueeze(-1),
+                torch.diagonal(p.inertia, dim1=-2, dim2=-1).log(),
+                p.rotor_positions[:, 0, :2].norm(dim=-1).log().unsqueeze(-1),
+                p.motor_tau_rising.unsqueeze(-1),
+                p.motor_tau_falling.unsqueeze(-1),
+                p.rotor_torque_constant.unsqueeze(-1),
+                self.disturbance_force_w / p.mass.unsqueeze(-1),
+                self.target_velocity_w,
+            ),
+            dim=-1,
+        )

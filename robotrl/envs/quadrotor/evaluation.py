@@ -1,0 +1,132 @@
+"""Fly any controller (policy runner, torch actor, geometric baseline) through one code path and score it.
+
+A controller is anything with `reset(batch_size)` and `act(obs: np.ndarray [B, 22]) -> np.ndarray [B, 4]`,
+so a bundle, a training checkpoint and the classical baseline are measured on the same starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from robotrl.envs.quadrotor.dynamics import POS_W
+from robotrl.envs.quadrotor.env import QuadrotorEnv, QuadrotorEnvConfig
+from robotrl.envs.quadrotor.params import QuadrotorParams
+
+
+class Controller(Protocol):
+    def reset(self, batch_size: int) -> None: ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class HoverCriterion:
+    """The issue's hover criterion: reach 0.10 m by 3 s, then RMSE <= 0.05 m over the last 5 s of 10 s."""
+
+    within_m: float = 0.10
+    by_s: float = 3.0
+    rmse_m: float = 0.05
+    rmse_window_s: float = 5.0
+    success_fraction: float = 0.95
+    episode_s: float = 10.0
+
+
+@dataclass
+class FlightLog:
+    """Per-step record of one batch of episodes: [T, N, ...] arrays, crash step per env (-1: none)."""
+
+    dt: float
+    position_w: np.ndarray
+    target_position_w: np.ndarray
+    actions: np.ndarray
+    crashed_at: np.ndarray
+
+    @property
+    def time_s(self) -> np.ndarray:
+        return (np.arange(self.position_w.shape[0]) + 1) * self.dt
+
+    @property
+    def position_error_m(self) -> np.ndarray:
+        """[T, N] distance to the target; NaN after a crash."""
+        err = np.linalg.norm(self.position_w - self.target_position_w, axis=-1)
+        steps = np.arange(err.shape[0])[:, None]
+        crashed = (self.crashed_at >= 0) & (steps >= self.crashed_at)
+        return np.where(crashed, np.nan, err)
+
+
+def fly(
+    controller: Controller,
+    env_config: QuadrotorEnvConfig,
+    duration_s: float,
+    params: QuadrotorParams | None = None,
+) -> FlightLog:
+    """Fly num_envs episodes from the config's seeded random starts; a termination counts as a crash."""
+    config = dataclasses.replace(env_config, episode_length_s=duration_s + env_config.dt)
+    env = QuadrotorEnv(config, params=params)
+    steps = round(duration_s / config.dt)
+    n = config.num_envs
+    obs = env.reset()
+    controller.reset(n)
+    position = np.zeros((steps, n, 3), np.float32)
+    target = np.zeros((steps, n, 3), np.float32)
+    actions = np.zeros((steps, n, 4), np.float32)
+    crashed_at = np.full(n, -1, np.int64)
+    for t in range(steps):
+        action = np.asarray(controller.act(obs.numpy()), dtype=np.float32)
+        obs, _, terminated, _, _ = env.step(torch.from_numpy(action))
+        actions[t] = action
+        # Record before the automatic reset would hide where a crashed env was.
+        position[t] = env.state[:, POS_W].numpy()
+        target[t] = env.target_position_w.numpy()
+        newly = terminated.numpy() & (crashed_at < 0)
+        crashed_at[newly] = t
+    return FlightLog(config.dt, position, target, actions, crashed_at)
+
+
+def hover_metrics(log: FlightLog, criterion: HoverCriterion = HoverCriterion()) -> dict[str, float]:
+    """Success rate, position RMSE over the final window, settle time and crash count of a flight log."""
+    err = log.position_error_m
+    t = log.time_s
+    crashed = log.crashed_at >= 0
+    after = t >= criterion.by_s
+    within_after = np.all(err[after] <= criterion.within_m, axis=0) & ~crashed
+    window = t > t[-1] - criterion.rmse_window_s
+    flown = ~crashed
+    rmse_each = np.sqrt(np.mean(err[window][:, flown] ** 2, axis=0)) if flown.any() else np.array([np.nan])
+    rmse_pooled = float(np.sqrt(np.mean(err[window][:, flown] ** 2))) if flown.any() else float("nan")
+    # Settle time: the first step after which the error stays within the bound for good.
+    outside = ~(err <= criterion.within_m)
+    last_outside = np.where(outside.any(0), outside.shape[0] - 1 - np.argmax(outside[::-1], axis=0), -1)
+    settled = (last_outside < outside.shape[0] - 1) & flown
+    settle_s = np.where(settled, (last_outside + 1) * log.dt, np.nan)
+    success_rate = float(within_after.mean())
+    return {
+        "episodes": float(err.shape[1]),
+        "success_rate": success_rate,
+        "position_rmse_m": rmse_pooled,
+        "position_rmse_median_m": float(np.median(rmse_each)),
+        "settle_time_median_s": float(np.nanmedian(settle_s)) if settled.any() else float("nan"),
+        "crashes": float(crashed.sum()),
+        "criterion_met": float(
+            success_rate >= criterion.success_fraction and rmse_pooled <= criterion.rmse_m
+        ),
+    }
+
+
+class TorchController:
+    """Adapts a torch module mapping [B, obs] -> [B, act] to the Controller protocol."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module.eval()
+
+    def reset(self, batch_size: int) -> None:
+        del batch_size
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.module(torch.as_tensor(obs, dtype=torch.float32)).numpy()
