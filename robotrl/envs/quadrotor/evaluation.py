@@ -51,12 +51,21 @@ class FlightLog:
         return (np.arange(self.position_w.shape[0]) + 1) * self.dt
 
     @property
+    def after_crash(self) -> np.ndarray:
+        """[T, N] True from the step an env crashed on (its later rows belong to a reset env)."""
+        steps = np.arange(self.position_w.shape[0])[:, None]
+        return (self.crashed_at >= 0) & (steps >= self.crashed_at)
+
+    @property
     def position_error_m(self) -> np.ndarray:
         """[T, N] distance to the target; NaN after a crash."""
         err = np.linalg.norm(self.position_w - self.target_position_w, axis=-1)
-        steps = np.arange(err.shape[0])[:, None]
-        crashed = (self.crashed_at >= 0) & (steps >= self.crashed_at)
-        return np.where(crashed, np.nan, err)
+        return np.where(self.after_crash, np.nan, err)
+
+    @property
+    def flown_position_w(self) -> np.ndarray:
+        """[T, N, 3] positions, NaN after a crash."""
+        return np.where(self.after_crash[..., None], np.nan, self.position_w)
 
 
 def fly(

@@ -1,0 +1,302 @@
+"""The `robotrl` command: train, evaluate, export, and the demo that chains them.
+
+robotrl train quadrotor --platform crazyflie
+robotrl eval runs/quadrotor-crazyflie-s0 --baseline
+robotrl export runs/quadrotor-crazyflie-s0 --out bundles/crazyflie_hover
+robotrl demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from robotrl.config import ConfigError
+
+log = logging.getLogger("robotrl")
+
+
+# ------------------------------------------------------------------------------------------ controllers
+class _RunnerController:
+    """A bundle flown through PolicyRunner (onnxruntime), as on the robot."""
+
+    def __init__(self, bundle_dir: Path):
+        from robotrl.runtime.policy_runner import PolicyRunner
+
+        self.runner = PolicyRunner(bundle_dir)
+
+    def reset(self, batch_size: int) -> None:
+        self.runner.reset(batch_size)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.runner.step(obs)
+
+
+def _geometric(platform: str, dt: float) -> object:
+    from robotrl.control.geometric import GeometricController, NominalQuadrotor
+    from robotrl.envs.quadrotor.platforms import platform_path
+
+    return GeometricController(NominalQuadrotor.from_platform_yaml(platform_path(platform)), dt=dt)
+
+
+def _resolve_target(target: str) -> tuple[str, object, str | None]:
+    """(label, controller, platform the target was trained on) for a run dir, a bundle dir or 'geometric'."""
+    if target == "geometric":
+        return "geometric", None, None
+    path = Path(target)
+    if (path / "policy.yaml").is_file():
+        controller = _RunnerController(path)
+        return f"bundle:{path.name}", controller, controller.runner.spec.policy.robot
+    if (path / "config.yaml").is_file():
+        from robotrl.envs.quadrotor.evaluation import TorchController
+        from robotrl.recipes.quadrotor import load_run
+
+        config, policy = load_run(path)
+        return f"run:{path.name}", TorchController(policy.deterministic_actor()), config.env.platform
+    raise ConfigError(
+        f"'{target}' is neither a policy bundle (no policy.yaml), a training run (no config.yaml) "
+        "nor 'geometric'"
+    )
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from robotrl.recipes.quadrotor import load_config, train
+
+    overrides = list(args.set)
+    for flag, key in (("platform", "env.platform"), ("num_envs", "env.num_envs"), ("seed", "seed"),
+                      ("threads", "threads"), ("max_iterations", "runner.max_iterations")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.resume:
+        if args.run_dir is None:
+            raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
+        from robotrl.recipes.quadrotor import load_config as load
+
+        config = load(Path(args.run_dir) / "config.yaml", overrides)
+    else:
+        config = load_config(args.config, overrides)
+    run_dir = Path(
+        args.run_dir
+        or f"runs/quadrotor-{Path(config.env.platform).stem}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    print(
+        f"training in {run_dir} ({config.env.num_envs} envs, platform {config.env.platform}, "
+        f"{config.threads} threads)"
+    )
+    summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    _print_metrics({"trained": summary["eval"]})
+    status = "met" if summary["criterion_met"] else "NOT met"
+    print(
+        f"hover criterion {status} after {summary['iterations']} iterations, "
+        f"{summary['env_steps']:,} env steps, "
+        f"{summary['train_wall_s']:.1f} s of training wall-clock; run: {run_dir}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from robotrl.recipes.quadrotor import export_run
+
+    path = export_run(args.run, args.out)
+    print(f"bundle written to {path} (policy.onnx, policy.pt, policy.yaml; parity checked)")
+    return 0
+
+
+def evaluate(
+    targets: list[str],
+    platform: str | None,
+    episodes: int,
+    mode: str,
+    seed: int,
+    duration_s: float,
+    out_dir: Path,
+) -> dict[str, dict[str, float]]:
+    """Fly each target on the same seeded starts; write metrics.json, metrics.md and flights.png."""
+    from robotrl.envs.quadrotor.env import QuadrotorEnvConfig
+    from robotrl.envs.quadrotor.evaluation import HoverCriterion, fly, hover_metrics
+    from robotrl.envs.quadrotor.plots import plot_flights
+    from robotrl.envs.quadrotor.targets import TargetConfig
+
+    resolved = [_resolve_target(t) for t in targets]
+    platform = platform or next((p for _, _, p in resolved if p), None) or "crazyflie"
+    env_config = QuadrotorEnvConfig(
+        num_envs=episodes, platform=platform, seed=seed, target=TargetConfig(mode=mode)
+    )
+    criterion = HoverCriterion(episode_s=duration_s)
+    logs, metrics = {}, {}
+    for label, controller, _ in resolved:
+        if controller is None:
+            controller = _geometric(platform, env_config.dt)
+        start = time.perf_counter()
+        logs[label] = fly(controller, env_config, duration_s)  # type: ignore[arg-type]
+        metrics[label] = hover_metrics(logs[label], criterion)
+        metrics[label]["eval_wall_s"] = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "metrics.md").write_text(_markdown_table(metrics, platform, mode, episodes))
+    plot_flights(logs, out_dir / "flights.png", criterion)
+    return metrics
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    targets = [args.target] + (["geometric"] if args.baseline and args.target != "geometric" else [])
+    out_dir = Path(
+        args.out or (Path(args.target) / "eval" if args.target != "geometric" else "runs/eval-geometric")
+    )
+    metrics = evaluate(targets, args.platform, args.episodes, args.mode, args.seed, args.duration, out_dir)
+    _print_metrics(metrics)
+    print(f"wrote {out_dir / 'metrics.md'}, {out_dir / 'metrics.json'}, {out_dir / 'flights.png'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a small hover policy (or reuse a finished one), export it, fly it and the baseline, report."""
+    from robotrl.recipes.quadrotor import export_run, load_config, train
+
+    root = Path(args.out)
+    run_dir, bundle_dir = root / "train", root / "bundle"
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file() and json.loads(summary_path.read_text()).get("criterion_met"):
+        print(f"reusing the trained policy in {run_dir}")
+    else:
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        config = load_config(None, [f"env.platform={args.platform}"])
+        print(f"1/3 training a hover policy for {args.platform} in {run_dir} ...")
+        summary = train(config, run_dir, progress=not args.no_progress)
+        print(f"    {summary['env_steps']:,} env steps in {summary['train_wall_s']:.1f} s")
+    if not (bundle_dir / "policy.yaml").is_file():
+        print(f"2/3 exporting the bundle to {bundle_dir} ...")
+        export_run(run_dir, bundle_dir)
+    print("3/3 flying the bundle (onnxruntime) and the geometric baseline on the same starts ...")
+    for mode in ("hover", "figure8"):
+        metrics = evaluate(
+            [str(bundle_dir), "geometric"], args.platform, 256, mode, 12345, 10.0, root / f"eval_{mode}"
+        )
+        print(f"\n{mode}:")
+        _print_metrics(metrics)
+    print(f"\nplots: {root / 'eval_hover' / 'flights.png'}, {root / 'eval_figure8' / 'flights.png'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ output
+_COLUMNS = (
+    ("success_rate", "success", "{:.3f}"),
+    ("position_rmse_m", "RMSE last 5 s [m]", "{:.4f}"),
+    ("position_rmse_median_m", "median ep. RMSE [m]", "{:.4f}"),
+    ("settle_time_median_s", "settle [s]", "{:.2f}"),
+    ("crashes", "crashes", "{:.0f}"),
+    ("criterion_met", "criterion", "{:.0f}"),
+)
+
+
+def _markdown_table(metrics: dict[str, dict[str, float]], platform: str, mode: str, episodes: int) -> str:
+    head = "| controller | " + " | ".join(title for _, title, _ in _COLUMNS) + " |"
+    rule = "|" + "---|" * (len(_COLUMNS) + 1)
+    rows = [
+        f"| {name} | " + " | ".join(fmt.format(m[key]) for key, _, fmt in _COLUMNS) + " |"
+        for name, m in metrics.items()
+    ]
+    return (
+        f"{episodes} episodes, platform {platform}, target {mode}\n\n" + "\n".join([head, rule, *rows]) + "\n"
+    )
+
+
+def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("controller", no_wrap=True)
+    for _, title, _ in _COLUMNS:
+        table.add_column(title, justify="right")
+    for name, m in metrics.items():
+        table.add_row(name, *(fmt.format(m.get(key, float("nan"))) for key, _, fmt in _COLUMNS))
+    Console().print(table)
+
+
+# ------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robotrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a policy in batched simulation")
+    train.add_argument("task", choices=["quadrotor"], help="what to train")
+    train.add_argument("--config", help="training YAML (default: configs/train/quadrotor_hover.yaml)")
+    train.add_argument("--platform", help="named platform in sim/quadrotor/, a platform .yaml, or 'raptor'")
+    train.add_argument(
+        "--run-dir", help="where the run lives (default: runs/quadrotor-<platform>-s<seed>-<time>)"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"
+    )
+    train.add_argument("--num-envs", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=int, help="torch threads (default from the config)")
+    train.add_argument("--max-iterations", type=int)
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override, e.g. ppo.learning_rate=3e-4",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="fly a run, a bundle or the geometric baseline and score it")
+    ev.add_argument("target", help="a run directory, a bundle directory, or 'geometric'")
+    ev.add_argument(
+        "--baseline", action="store_true", help="also fly the geometric baseline on the same starts"
+    )
+    ev.add_argument("--platform", help="platform to fly (default: the one the policy was trained on)")
+    ev.add_argument("--episodes", type=int, default=256)
+    ev.add_argument("--mode", choices=["hover", "waypoints", "figure8"], default="hover")
+    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--duration", type=float, default=10.0, help="episode length [s]")
+    ev.add_argument("--out", help="output directory (default: TARGET/eval)")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="write a policy bundle (ONNX + TorchScript + policy.yaml) from a run")
+    ex.add_argument("run", help="training run directory")
+    ex.add_argument("--out", required=True, help="bundle directory to create (must not exist)")
+    ex.set_defaults(func=cmd_export)
+
+    demo = sub.add_parser("demo", help="train (or reuse), export, fly and report: the main job")
+    demo.add_argument("--out", default="runs/demo", help="where the demo keeps its run, bundle and plots")
+    demo.add_argument("--platform", default="crazyflie")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"robotrl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
