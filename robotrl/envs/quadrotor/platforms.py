@@ -97,9 +97,10 @@ def load_platform(name_or_path: str | Path) -> QuadrotorParams:
         raise PlatformError(f"{path}: unknown field(s) {unknown}; allowed: {list(_REQUIRED)}")
     for name, rng in _SCALAR_RANGES.items():
         try:
-            rng.check(name, float(raw[name]), path)
+            value = float(raw[name])
         except (TypeError, ValueError):
             raise PlatformError(f"{path}: field '{name}' must be a number, got {raw[name]!r}") from None
+        rng.check(name, value, path)
 
     inertia = _vector(raw, "inertia", (3, 3), path)
     if not torch.allclose(inertia, inertia.T):
