@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"robotrl {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ class VecEnv(Protocol):
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]: ...
 
-    def privileged_observation(self, obs: torch.Tensor) -> torch.Tensor: ...
+    def privileged_observation(self) -> torch.Tensor: ...
 
 
 EvalFn = Callable[[PPO], dict[str, float]]
@@ -111,7 +111,7 @@ class OnPolicyRunner:
         cfg = self.config
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.iteration or None)
         obs = self.env.reset()
-        privileged = self.env.privileged_observation(obs)
+        privileged = self.env.privileged_observation()
         last_eval: dict[str, float] = {}
         episode_stats: dict[str, list[float]] = {}
         columns = (

@@ -89,7 +89,7 @@ def fly(
         action = np.asarray(controller.act(obs.numpy()), dtype=np.float32)
         obs, _, terminated, _, _ = env.step(torch.from_numpy(action))
         actions[t] = action
-        # Record before the automatic reset would hide where a crashed env was.
+        # A crashed env is already reset here; FlightLog blanks it from its crash step on.
         position[t] = env.state[:, POS_W].numpy()
         target[t] = env.target_position_w.numpy()
         newly = terminated.numpy() & (crashed_at < 0)

@@ -57,7 +57,9 @@ class TargetGenerator:
         if cfg.mode == "hover":
             return self.waypoints, torch.zeros_like(self.waypoints)
         if cfg.mode == "waypoints":
-            jump = torch.floor(time_s / cfg.waypoint_period_s).long()
+            # time_s is step * dt in float32 (0.1 s can read 0.0999999): a jump due on a step must
+            # not slip to the next one.
+            jump = torch.floor(time_s / cfg.waypoint_period_s + 1e-4).long()
             moved = jump > self._last_jump
             if moved.any():
                 ids = moved.nonzero().squeeze(-1)
