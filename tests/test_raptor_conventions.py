@@ -9,7 +9,6 @@ single convention error makes the same checkpoint crash.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -18,14 +17,10 @@ import torch
 from foundation_policy import Raptor
 
 from robotrl.envs.quadrotor.dynamics import (
-    ANGVEL_B,
-    LINVEL_W,
     POS_W,
-    QUAT_WXYZ,
     QuadrotorDynamics,
-    hover_state,
-    quat_from_axis_angle,
 )
+from robotrl.envs.quadrotor.env import InitConfig, sample_initial_state
 from robotrl.envs.quadrotor.observations import raptor_observation
 from robotrl.envs.quadrotor.params import QuadrotorParams
 from robotrl.envs.quadrotor.platforms import load_platform
@@ -34,19 +29,9 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _random_starts(params: QuadrotorParams, seed: int) -> torch.Tensor:
-    """Within 0.5 m per axis of the origin, tilted up to 30 deg, 0.5 m/s and 1 rad/s per axis."""
-    n = params.num_envs
-    g = torch.Generator().manual_seed(seed)
-
-    def uniform(scale: float, *shape: int) -> torch.Tensor:
-        return scale * (2.0 * torch.rand(*shape, generator=g) - 1.0)
-
-    state = hover_state(params, uniform(0.5, n, 3))
-    axis = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
-    state[:, QUAT_WXYZ] = quat_from_axis_angle(axis, torch.rand(n, generator=g) * math.radians(30.0))
-    state[:, LINVEL_W] = uniform(0.5, n, 3)
-    state[:, ANGVEL_B] = uniform(1.0, n, 3)
-    return state
+    """The env's random starts (InitConfig defaults: 0.5 m, 30 deg, 0.5 m/s, 1 rad/s) around the origin."""
+    zero = torch.zeros(params.num_envs, 3)
+    return sample_initial_state(params, InitConfig(), zero, zero, torch.Generator().manual_seed(seed))
 
 
 def _position_error(

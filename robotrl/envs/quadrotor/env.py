@@ -25,7 +25,7 @@ from robotrl.envs.quadrotor.dynamics import (
     quat_from_axis_angle,
 )
 from robotrl.envs.quadrotor.observations import ACTION_DIM, OBSERVATION_DIM, raptor_observation
-from robotrl.envs.quadrotor.params import QuadrotorParams
+from robotrl.envs.quadrotor.params import GRAVITY, QuadrotorParams
 from robotrl.envs.quadrotor.platforms import RaptorDistribution, load_platform
 from robotrl.envs.quadrotor.targets import TargetConfig, TargetGenerator
 
@@ -78,6 +78,10 @@ class RewardConfig:
     action: float = 0.0
     action_rate: float = 1.0
     termination: float = -100.0
+    non_negative: bool = False
+    """Clamp the per-step reward at 0 before the termination penalty (an option of RAPTOR's trainer):
+    with large position weights the reward far from the target is negative, and ending the episode
+    would then pay better than flying back."""
 
 
 @dataclass
@@ -116,6 +120,31 @@ class QuadrotorEnvConfig:
         return round(self.episode_length_s / self.dt)
 
 
+def sample_initial_state(
+    params: QuadrotorParams,
+    init: InitConfig,
+    target_position_w: torch.Tensor,
+    target_velocity_w: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Random starts [N, STATE_DIM] around the targets: InitConfig ranges, motors at hover."""
+    n, dev = params.num_envs, params.device
+
+    def uniform(scale: float, *shape: int) -> torch.Tensor:
+        return scale * (2.0 * torch.rand(*shape, generator=generator, device=dev) - 1.0)
+
+    axis = torch.randn(n, 3, generator=generator, device=dev)
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    angle = torch.rand(n, generator=generator, device=dev) * math.radians(init.tilt_deg)
+    state = torch.zeros(n, STATE_DIM, device=dev)
+    state[:, POS_W] = target_position_w + uniform(init.position_m, n, 3)
+    state[:, QUAT_WXYZ] = quat_from_axis_angle(axis, angle)
+    state[:, LINVEL_W] = target_velocity_w + uniform(init.velocity_mps, n, 3)
+    state[:, ANGVEL_B] = uniform(init.angular_velocity_radps, n, 3)
+    state[:, MOTORS] = params.hover_command().unsqueeze(-1)
+    return state
+
+
 class QuadrotorEnv:
     """A batch of quadrotors flying the task in QuadrotorEnvConfig, stepped together."""
 
@@ -149,11 +178,11 @@ class QuadrotorEnv:
         self.targets = TargetGenerator(config.target, n, self.device)
         self.target_position_w = torch.zeros(n, 3, device=self.device)
         self.target_velocity_w = torch.zeros(n, 3, device=self.device)
-        # Each RewardConfig field but the constant and the termination weighs the cost of that name.
+        # Every other RewardConfig field weighs the cost of the same name.
         self._reward_weights = {
             f.name: getattr(config.reward, f.name)
             for f in dataclasses.fields(RewardConfig)
-            if f.name not in ("constant", "termination")
+            if f.name not in ("constant", "termination", "non_negative")
         }
         self.episode_sums = {name: torch.zeros(n, device=self.device) for name in self._reward_weights}
 
@@ -183,28 +212,16 @@ class QuadrotorEnv:
         n = env_ids.numel()
         if n == 0:
             return
-        g, dev, init = self.generator, self.device, self.config.init
-
-        def uniform(*shape: int) -> torch.Tensor:
-            return 2.0 * torch.rand(*shape, generator=g, device=dev) - 1.0
-
+        g, dev = self.generator, self.device
         self.episode_step[env_ids] = 0
         self.targets.reset_idx(env_ids, g)
         target_pos, target_vel = self.targets(self.time_s, g)  # full batch; the reset envs are at t=0
         self.target_position_w[env_ids] = target_pos[env_ids]
         self.target_velocity_w[env_ids] = target_vel[env_ids]
-
-        axis = torch.randn(n, 3, generator=g, device=dev)
-        axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        angle = torch.rand(n, generator=g, device=dev) * math.radians(init.tilt_deg)
-        state = torch.zeros(n, STATE_DIM, device=dev)
-        state[:, POS_W] = self.target_position_w[env_ids] + init.position_m * uniform(n, 3)
-        state[:, QUAT_WXYZ] = quat_from_axis_angle(axis, angle)
-        state[:, LINVEL_W] = self.target_velocity_w[env_ids] + init.velocity_mps * uniform(n, 3)
-        state[:, ANGVEL_B] = init.angular_velocity_radps * uniform(n, 3)
         params = self.params.index(env_ids)
-        state[:, MOTORS] = params.hover_command().unsqueeze(-1)
-        self.state[env_ids] = state
+        self.state[env_ids] = sample_initial_state(
+            params, self.config.init, self.target_position_w[env_ids], self.target_velocity_w[env_ids], g
+        )
         self.previous_action[env_ids] = params.hover_action().unsqueeze(-1).expand(n, ACTION_DIM)
 
         max_force = self.config.disturbance_max_weight_fraction * (params.thrust_to_weight - 1.0).clamp_min(
@@ -212,7 +229,7 @@ class QuadrotorEnv:
         )
         direction = torch.randn(n, 3, generator=g, device=dev)
         direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        magnitude = torch.rand(n, generator=g, device=dev) * max_force * params.mass * 9.81
+        magnitude = torch.rand(n, generator=g, device=dev) * max_force * params.mass * GRAVITY
         self.disturbance_force_w[env_ids] = direction * magnitude.unsqueeze(-1)
         for total in self.episode_sums.values():
             total[env_ids] = 0.0
@@ -243,6 +260,8 @@ class QuadrotorEnv:
 
         costs = self._costs(action)
         reward = self.config.reward.constant - sum(self._reward_weights[k] * c for k, c in costs.items())
+        if self.config.reward.non_negative:
+            reward = reward.clamp_min(0.0)
         for name, cost in costs.items():
             self.episode_sums[name] += cost
         self.previous_action = action
