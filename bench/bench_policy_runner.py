@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from robotrl.envs.quadrotor.observations import ACTION_DIM, ACTION_FIELDS, OBSERVATION_DIM, OBSERVATION_FIELDS
-from robotrl.export.bundle import ActionField, Normalization, ObservationField, PolicySpec, RecurrentState
+from robotrl.envs.quadrotor.observations import ACTION_DIM, OBSERVATION_DIM
+from robotrl.export.bundle import PolicySpec, RecurrentState
 from robotrl.export.export import export_bundle
 from robotrl.policies.mlp import ActorCritic
+from robotrl.recipes.quadrotor import quadrotor_policy_spec
 from robotrl.runtime.policy_runner import PolicyRunner, create_session
 
 TARGET_MEDIAN_US = 50.0
@@ -44,18 +45,7 @@ class GruStudent(nn.Module):
 
 
 def quadrotor_spec(recurrent_state: tuple[RecurrentState, ...]) -> PolicySpec:
-    return PolicySpec(
-        task="quadrotor_hover",
-        robot="bench",
-        observation_fields=tuple(ObservationField(*f) for f in OBSERVATION_FIELDS),
-        normalization=Normalization(in_graph=True, method="running mean/std"),
-        action_fields=tuple(
-            ActionField(*f, scaling="linear onto motor_command_range") for f in ACTION_FIELDS
-        ),
-        control_rate_hz=100.0,
-        safety_limits={},
-        recurrent_state=recurrent_state,
-    )
+    return quadrotor_policy_spec("quadrotor_hover", "bench", 100.0, {}, recurrent_state)
 
 
 def latency_us(call: Callable[[], object], calls: int) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch import nn
 
-from robotrl.envs.quadrotor.observations import ACTION_FIELDS, OBSERVATION_DIM, OBSERVATION_FIELDS
+from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
 from robotrl.export.bundle import (
     ActionField,
     BundleError,
@@ -25,14 +25,13 @@ from robotrl.export.bundle import (
     HashMismatchError,
     ManifestError,
     MissingFileError,
-    Normalization,
-    ObservationField,
     PolicySpec,
     RecurrentState,
     SchemaVersionError,
     read_bundle,
 )
 from robotrl.export.export import PARITY_TOLERANCE, ParityError, export_bundle
+from robotrl.recipes.quadrotor import quadrotor_policy_spec
 from robotrl.runtime.policy_runner import PolicyRunner
 
 HIDDEN = 16
@@ -77,17 +76,12 @@ class BranchyMlp(TinyMlp):
 
 
 def make_spec(recurrent_state: tuple[RecurrentState, ...] = ()) -> PolicySpec:
-    return PolicySpec(
-        task="quadrotor_hover",
-        robot="crazyflie",
-        observation_fields=tuple(ObservationField(*f) for f in OBSERVATION_FIELDS),
-        normalization=Normalization(in_graph=True, method="(obs - mean) / std from training"),
-        action_fields=tuple(
-            ActionField(*f, scaling="linear onto motor_command_range [lo, hi]") for f in ACTION_FIELDS
-        ),
-        control_rate_hz=100.0,
-        safety_limits={"max_tilt_rad": 0.6, "geofence_m": [[-2.0, -2.0, 0.0], [2.0, 2.0, 2.5]]},
-        recurrent_state=recurrent_state,
+    return quadrotor_policy_spec(
+        "quadrotor_hover",
+        "crazyflie",
+        100.0,
+        {"max_tilt_rad": 0.6, "geofence_m": [[-2.0, -2.0, 0.0], [2.0, 2.0, 2.5]]},
+        recurrent_state,
     )
 
 

@@ -22,7 +22,7 @@ from robotrl.config import ConfigError, apply_overrides, from_dict, load_yaml, t
 from robotrl.envs.quadrotor.env import QuadrotorEnv, QuadrotorEnvConfig
 from robotrl.envs.quadrotor.evaluation import HoverCriterion, TorchController, fly, hover_metrics
 from robotrl.envs.quadrotor.observations import ACTION_FIELDS, OBSERVATION_FIELDS
-from robotrl.export.bundle import ActionField, Normalization, ObservationField, PolicySpec
+from robotrl.export.bundle import ActionField, Normalization, ObservationField, PolicySpec, RecurrentState
 from robotrl.export.export import export_bundle
 from robotrl.policies.mlp import ActorCritic
 
@@ -163,6 +163,28 @@ def load_run(run_dir: str | Path) -> tuple[QuadrotorTrainConfig, ActorCritic]:
     return config, policy.eval()
 
 
+def quadrotor_policy_spec(
+    task: str,
+    robot: str,
+    control_rate_hz: float,
+    safety_limits: dict[str, Any],
+    recurrent_state: tuple[RecurrentState, ...] = (),
+) -> PolicySpec:
+    """The bundle contract of every quadrotor policy: RAPTOR's 22 observations in, 4 motor commands out."""
+    return PolicySpec(
+        task=task,
+        robot=robot,
+        observation_fields=tuple(ObservationField(*f) for f in OBSERVATION_FIELDS),
+        normalization=Normalization(in_graph=True, method="running mean/std, clipped to +-10"),
+        action_fields=tuple(
+            ActionField(*f, scaling="linear onto the platform's motor_command_range") for f in ACTION_FIELDS
+        ),
+        control_rate_hz=control_rate_hz,
+        safety_limits=safety_limits,
+        recurrent_state=recurrent_state,
+    )
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, recorded_steps: int = 200) -> Path:
     """Write a policy bundle from a run; parity is checked on observations the policy itself produced."""
     run_dir = Path(run_dir)
@@ -172,14 +194,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, recorded_steps: int = 2
     summary_path = run_dir / "summary.json"
     metrics = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     env_cfg = config.env
-    spec = PolicySpec(
+    spec = quadrotor_policy_spec(
         task=f"quadrotor_{env_cfg.target.mode}",
         robot=env_cfg.platform,
-        observation_fields=tuple(ObservationField(*f) for f in OBSERVATION_FIELDS),
-        normalization=Normalization(in_graph=True, method="running mean/std, clipped to +-10"),
-        action_fields=tuple(
-            ActionField(*f, scaling="linear onto the platform's motor_command_range") for f in ACTION_FIELDS
-        ),
         control_rate_hz=1.0 / env_cfg.dt,
         safety_limits={
             "max_position_error_m": env_cfg.max_position_error_m,
