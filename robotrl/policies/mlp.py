@@ -23,16 +23,19 @@ class RunningNormalizer(nn.Module):
     Stored as buffers so it travels with state_dict and is baked into exported graphs.
     """
 
-    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-2):
+    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-2, enabled: bool = True):
         super().__init__()
         self.clip = clip
         self.eps = eps
+        self.enabled = enabled  # False: stays the identity (mean 0, variance 1) whatever update() sees
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
+        if not self.enabled:
+            return
         batch_mean = x.mean(0)
         batch_var = x.var(0, unbiased=False)
         n = x.shape[0]
@@ -60,9 +63,10 @@ class ActorCritic(nn.Module):
         critic_hidden: tuple[int, ...] = (64, 64),
         init_log_std: float = -0.5,
         action_offset: torch.Tensor | None = None,
+        normalize_obs: bool = True,
     ):
         super().__init__()
-        self.obs_normalizer = RunningNormalizer(obs_dim)
+        self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize_obs)
         self.privileged_normalizer = RunningNormalizer(privileged_dim)
         self.actor = mlp(obs_dim, actor_hidden, action_dim)
         self.critic = mlp(privileged_dim, critic_hidden, 1)

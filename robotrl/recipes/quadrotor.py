@@ -37,6 +37,8 @@ class PolicyConfig:
     """Initial exploration std (log). Kept small: noise on a convex thrust curve adds mean thrust, so a
     policy trained with large noise hovers low when flown deterministically (measured: -0.5/-1.0 left a
     0.13-0.2 m offset; -2.0 reached the hover criterion; -2.5 explored too little to stop crashing)."""
+    normalize_obs: bool = True
+    """Running mean/std on the actor's input; the critic always normalises its privileged input."""
     action_offset: Literal["hover", "zero"] = "hover"
     """'hover': the untrained actor outputs the platform's nominal hover command; 'zero': it outputs 0."""
 
@@ -94,6 +96,7 @@ def build_policy(config: QuadrotorTrainConfig, env: QuadrotorEnv) -> ActorCritic
         critic_hidden=config.policy.critic_hidden,
         init_log_std=config.policy.init_log_std,
         action_offset=offset,
+        normalize_obs=config.policy.normalize_obs,
     )
 
 

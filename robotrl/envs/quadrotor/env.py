@@ -170,6 +170,19 @@ class QuadrotorEnv:
             )
         self.dynamics = QuadrotorDynamics(params.to(self.device), config.dt, config.substeps)
         self._hover_action = self.params.hover_action().unsqueeze(-1)
+        p = self.params
+        self._privileged_params = torch.cat(
+            (
+                p.mass.log().unsqueeze(-1),
+                p.thrust_to_weight.unsqueeze(-1),
+                torch.diagonal(p.inertia, dim1=-2, dim2=-1).log(),
+                p.rotor_positions[:, 0, :2].norm(dim=-1).log().unsqueeze(-1),
+                p.motor_tau_rising.unsqueeze(-1),
+                p.motor_tau_falling.unsqueeze(-1),
+                p.rotor_torque_constant.unsqueeze(-1),
+            ),
+            dim=-1,
+        )
         n = self.num_envs
         self.state = torch.zeros(n, STATE_DIM, device=self.device)
         self.previous_action = torch.zeros(n, ACTION_DIM, device=self.device)
@@ -185,6 +198,7 @@ class QuadrotorEnv:
             if f.name not in ("constant", "termination", "non_negative")
         }
         self.episode_sums = {name: torch.zeros(n, device=self.device) for name in self._reward_weights}
+        self._refresh_observation()
 
     @staticmethod
     def _make_params(config: QuadrotorEnvConfig, generator: torch.Generator) -> QuadrotorParams:
@@ -233,6 +247,7 @@ class QuadrotorEnv:
         self.disturbance_force_w[env_ids] = direction * magnitude.unsqueeze(-1)
         for total in self.episode_sums.values():
             total[env_ids] = 0.0
+        self._refresh_observation()
 
     # ----------------------------------------------------------------------------------- step
     def step(
@@ -270,6 +285,7 @@ class QuadrotorEnv:
         truncated = (self.episode_step >= self.config.max_episode_steps) & ~terminated
         reward = torch.where(terminated, torch.full_like(reward, self.config.reward.termination), reward)
 
+        self._refresh_observation()
         obs = self.observe()
         info: dict[str, object] = {"time_outs": truncated, "nonfinite": nonfinite}
         done = terminated | truncated
@@ -310,14 +326,15 @@ class QuadrotorEnv:
         )
 
     # ----------------------------------------------------------------------------------- observe
-    def _clean_observation(self) -> torch.Tensor:
-        return raptor_observation(
+    def _refresh_observation(self) -> None:
+        """Build the noise-free observation once per state change; observe() and the critic share it."""
+        self._clean_obs = raptor_observation(
             self.state, self.target_position_w, self.target_velocity_w, self.previous_action
         )
 
     def observe(self) -> torch.Tensor:
         """The policy observation [N, 22], with observation noise if configured."""
-        obs = self._clean_observation()
+        obs = self._clean_obs
         if self.config.observation_noise > 0:
             obs = obs + self.config.observation_noise * torch.randn(
                 obs.shape, generator=self.generator, device=self.device
@@ -326,19 +343,12 @@ class QuadrotorEnv:
 
     def privileged_observation(self) -> torch.Tensor:
         """The noise-free policy observation plus what only a simulator knows (PRIVILEGED_FIELDS)."""
-        p = self.params
         return torch.cat(
             (
-                self._clean_observation(),
+                self._clean_obs,
                 self.state[:, MOTORS],
-                p.mass.log().unsqueeze(-1),
-                p.thrust_to_weight.unsqueeze(-1),
-                torch.diagonal(p.inertia, dim1=-2, dim2=-1).log(),
-                p.rotor_positions[:, 0, :2].norm(dim=-1).log().unsqueeze(-1),
-                p.motor_tau_rising.unsqueeze(-1),
-                p.motor_tau_falling.unsqueeze(-1),
-                p.rotor_torque_constant.unsqueeze(-1),
-                self.disturbance_force_w / p.mass.unsqueeze(-1),
+                self._privileged_params,
+                self.disturbance_force_w / self.params.mass.unsqueeze(-1),
                 self.target_velocity_w,
             ),
             dim=-1,
