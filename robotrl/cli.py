@@ -196,7 +196,7 @@ _COLUMNS = (
     ("position_rmse_median_m", "median ep. RMSE [m]", "{:.4f}"),
     ("settle_time_median_s", "settle [s]", "{:.2f}"),
     ("crashes", "crashes", "{:.0f}"),
-    ("criterion_met", "criterion", "{:.0f}"),
+    ("criterion_met", "met", "{:.0f}"),
 )
 
 
