@@ -16,13 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-GRAVITY = 9.81
-"""Magnitude of gravity [m/s^2]; must equal the simulator's (world z up)."""
-
-DEFAULT_ROTOR_TORQUE_DIRECTIONS = (-1.0, 1.0, -1.0, 1.0)
-"""Drag-torque sign of each rotor about body +z when a platform file does not list them."""
+from robotrl.control.platform_file import GRAVITY, PHYSICAL_FIELDS, read_platform, validate_platform
 
 OBSERVATION_DIM = 22
 _POS = slice(0, 3)
@@ -30,19 +25,6 @@ _ROT = slice(3, 12)
 _VEL = slice(12, 15)
 _OMEGA = slice(15, 18)
 _PREV_ACTION = slice(18, 22)
-
-
-_FIELD_SHAPES: dict[str, tuple[int, ...]] = {
-    "mass": (),
-    "inertia": (3, 3),
-    "rotor_positions": (4, 3),
-    "rotor_torque_directions": (4,),
-    "thrust_curve": (3,),
-    "rotor_torque_constant": (),
-    "motor_command_range": (2,),
-    "motor_tau_rising": (),
-    "motor_tau_falling": (),
-}
 
 
 @dataclass(frozen=True)
@@ -73,51 +55,21 @@ class NominalQuadrotor:
     """First-order motor time constant when slowing down [s]."""
 
     def __post_init__(self) -> None:
-        for name, shape in _FIELD_SHAPES.items():
-            raw = getattr(self, name)
-            try:
-                value = np.array(raw, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"platform field '{name}' must be numbers of shape {shape}: {exc}") from None
-            if value.shape != shape:
-                raise ValueError(f"platform field '{name}' has shape {value.shape}, expected {shape}")
-            if not np.isfinite(value).all():
-                raise ValueError(f"platform field '{name}' has a non-finite value: {raw!r}")
-            value.setflags(write=False)
-            object.__setattr__(self, name, float(value) if shape == () else value)
-        for name in ("mass", "motor_tau_rising", "motor_tau_falling"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"platform field '{name}' must be > 0, got {getattr(self, name)}")
-        if self.rotor_torque_constant < 0:
-            raise ValueError(
-                f"platform field 'rotor_torque_constant' must be >= 0, got {self.rotor_torque_constant}"
-            )
-        lo, hi = self.motor_command_range
-        if not lo < hi:
-            raise ValueError(
-                f"platform field 'motor_command_range' must be [lo, hi] with lo < hi, got {lo}, {hi}"
-            )
-        if not np.all(np.diff(self.rotor_thrust(np.linspace(lo, hi, 9))) > 0):
-            raise ValueError(
-                f"platform field 'thrust_curve' {self.thrust_curve} must increase over [{lo}, {hi}]"
-            )
+        fields = validate_platform(
+            {name: getattr(self, name) for name in PHYSICAL_FIELDS}, "NominalQuadrotor"
+        )
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
     @staticmethod
     def from_platform_yaml(source: str | Path | Mapping[str, Any]) -> NominalQuadrotor:
-        """Read a sim/quadrotor/*.yaml file (or its parsed mapping) without going through robotrl.envs."""
-        if isinstance(source, Mapping):
-            raw: Any = source
-        else:
-            raw = yaml.safe_load(Path(source).read_text())
-            if not isinstance(raw, Mapping):
-                raise ValueError(f"{source}: expected a mapping of platform fields, got {type(raw).__name__}")
-        fields = {"rotor_torque_directions": DEFAULT_ROTOR_TORQUE_DIRECTIONS} | {
-            name: raw[name] for name in _FIELD_SHAPES if name in raw
-        }
-        missing = [name for name in _FIELD_SHAPES if name not in fields]
-        if missing:
-            raise ValueError(f"platform is missing field(s) {missing}")
-        return NominalQuadrotor(**fields)
+        """A platform by name, file (sim/quadrotor/*.yaml) or parsed mapping, read without robotrl.envs."""
+        fields = (
+            validate_platform(source, "platform mapping")
+            if isinstance(source, Mapping)
+            else read_platform(source)
+        )
+        return NominalQuadrotor(**{name: fields[name] for name in PHYSICAL_FIELDS})
 
     def rotor_thrust(self, command: np.ndarray) -> np.ndarray:
         c0, c1, c2 = self.thrust_curve

@@ -10,14 +10,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
-GRAVITY = 9.81
-"""Magnitude of gravity [m/s^2]; the world acceleration is (0, 0, -GRAVITY)."""
+from robotrl.control.platform_file import GRAVITY  # the world acceleration is (0, 0, -GRAVITY)
 
 ROTOR_NAMES = ("front_right", "back_right", "back_left", "front_left")
 """Motor order of every action, state and parameter in robotrl."""
-
-ROTOR_TORQUE_DIRECTIONS = (-1.0, 1.0, -1.0, 1.0)
-"""Sign of each rotor's drag torque about body +z (FR and BL spin counter-clockwise seen from above)."""
 
 
 @dataclass
