@@ -124,6 +124,14 @@ def test_update_on_a_fixed_rollout_lowers_both_losses() -> None:
 
 
 # ------------------------------------------------------------------------------------------ normaliser
+def test_a_disabled_normalizer_is_the_identity_even_after_updates() -> None:
+    normalizer = RunningNormalizer(3, enabled=False)
+    x = 50.0 * torch.randn(64, 3) + 7.0  # large values: a clip at +-10 would show
+    normalizer.update(x)
+    assert torch.equal(normalizer(x), x)
+    assert normalizer.count == 0
+
+
 def test_running_normalizer_matches_numpy_over_batches() -> None:
     rng = np.random.default_rng(0)
     scale, offset = np.array([0.1, 1.0, 5.0]), np.array([-2.0, 0.0, 30.0])

@@ -27,7 +27,7 @@ class RunningNormalizer(nn.Module):
         super().__init__()
         self.clip = clip
         self.eps = eps
-        self.enabled = enabled  # False: stays the identity (mean 0, variance 1) whatever update() sees
+        self.enabled = enabled  # False: the identity, whatever update() sees
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -48,6 +48,8 @@ class RunningNormalizer(nn.Module):
         self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
         return ((x - self.mean) / torch.sqrt(self.var + self.eps**2)).clamp(-self.clip, self.clip)
 
 

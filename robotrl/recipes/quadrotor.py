@@ -172,13 +172,19 @@ def quadrotor_policy_spec(
     control_rate_hz: float,
     safety_limits: dict[str, Any],
     recurrent_state: tuple[RecurrentState, ...] = (),
+    normalize_obs: bool = True,
 ) -> PolicySpec:
     """The bundle contract of every quadrotor policy: RAPTOR's 22 observations in, 4 motor commands out."""
+    normalization = (
+        Normalization(in_graph=True, method="running mean/std from training, clipped to +-10")
+        if normalize_obs
+        else Normalization(in_graph=False, method="none: observations enter in their physical units")
+    )
     return PolicySpec(
         task=task,
         robot=robot,
         observation_fields=tuple(ObservationField(*f) for f in OBSERVATION_FIELDS),
-        normalization=Normalization(in_graph=True, method="running mean/std, clipped to +-10"),
+        normalization=normalization,
         action_fields=tuple(
             ActionField(*f, scaling="linear onto the platform's motor_command_range") for f in ACTION_FIELDS
         ),
@@ -207,6 +213,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, recorded_steps: int = 2
             "max_angular_velocity_radps": env_cfg.max_angular_velocity_radps,
             "init_tilt_deg": env_cfg.init.tilt_deg,
         },
+        normalize_obs=config.policy.normalize_obs,
     )
     return export_bundle(
         actor, out_dir, spec, recorded, seed=config.seed, config=to_dict(config), metrics=metrics
