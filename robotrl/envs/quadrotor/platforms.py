@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from robotrl.control.platform_file import (
@@ -33,7 +32,7 @@ def load_platform(name_or_path: str | Path) -> QuadrotorParams:
     fields = read_platform(name_or_path)
 
     def tensor(name: str) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(fields[name]), dtype=torch.float32).unsqueeze(0)
+        return torch.tensor(fields[name], dtype=torch.float32).unsqueeze(0)  # a copy: the arrays are read-only
 
     return QuadrotorParams(**{name: tensor(name) for name in PHYSICAL_FIELDS})
 
