@@ -32,7 +32,7 @@ def load_platform(name_or_path: str | Path) -> QuadrotorParams:
     fields = read_platform(name_or_path)
 
     def tensor(name: str) -> torch.Tensor:
-        return torch.tensor(fields[name], dtype=torch.float32).unsqueeze(0)  # a copy: the arrays are read-only
+        return torch.tensor(fields[name], dtype=torch.float32).unsqueeze(0)  # copies the read-only array
 
     return QuadrotorParams(**{name: tensor(name) for name in PHYSICAL_FIELDS})
 
