@@ -25,12 +25,6 @@ PLATFORMS = ("crazyflie", "x500", "fpv5")
 DT = 0.01
 
 
-def _random_starts(params: QuadrotorParams, seed: int) -> torch.Tensor:
-    """The env's random starts (InitConfig defaults: 0.5 m, 30 deg, 0.5 m/s, 1 rad/s) around the origin."""
-    zero = torch.zeros(params.num_envs, 3)
-    return sample_initial_state(params, InitConfig(), zero, zero, torch.Generator().manual_seed(seed))
-
-
 def _fly(
     controller: GeometricController,
     params: QuadrotorParams,
@@ -62,7 +56,9 @@ def _controller(name: str) -> GeometricController:
 def test_hover_from_random_starts(name: str) -> None:
     n = 64
     params = load_platform(name).repeat(n)
-    positions = _fly(_controller(name), params, _random_starts(params, seed=0), torch.zeros(n, 3), steps=1000)
+    zero = torch.zeros(n, 3)
+    starts = sample_initial_state(params, InitConfig(), zero, zero, torch.Generator().manual_seed(0))
+    positions = _fly(_controller(name), params, starts, zero, steps=1000)
     error = np.linalg.norm(positions, axis=-1)
     assert np.isfinite(error).all()
     settled_by_3s = (error[299:] <= 0.10).all(axis=0)

@@ -28,12 +28,6 @@ from robotrl.envs.quadrotor.platforms import load_platform
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _random_starts(params: QuadrotorParams, seed: int) -> torch.Tensor:
-    """The env's random starts (InitConfig defaults: 0.5 m, 30 deg, 0.5 m/s, 1 rad/s) around the origin."""
-    zero = torch.zeros(params.num_envs, 3)
-    return sample_initial_state(params, InitConfig(), zero, zero, torch.Generator().manual_seed(seed))
-
-
 def _position_error(
     params: QuadrotorParams,
     steps: int,
@@ -43,11 +37,12 @@ def _position_error(
     """[steps, N] distance to a target at the origin, flying the checkpoint at 100 Hz (inf once diverged)."""
     n = params.num_envs
     dynamics = QuadrotorDynamics(params, dt=0.01)
-    state = _random_starts(params, seed=0)
+    zero = torch.zeros(n, 3)
+    # The env's random starts (0.5 m, 30 deg, 0.5 m/s, 1 rad/s) around a target at the origin.
+    state = sample_initial_state(params, InitConfig(), zero, zero, torch.Generator().manual_seed(0))
     policy = Raptor()
     policy.reset()
     action = torch.zeros(n, 4)  # RAPTOR's convention for the first previous action
-    zero = torch.zeros(n, 3)
     error = np.empty((steps, n))
     with np.errstate(all="ignore"):  # diverging negative controls overflow inside the evaluator
         for t in range(steps):
