@@ -141,6 +141,22 @@ def test_fly_records_hovering_and_crashing_controllers() -> None:
     assert np.isnan(falling.flown_position_w[before + 1 :]).all()
 
 
+def test_fly_gives_up_at_by_s_only_when_the_criterion_is_out_of_reach() -> None:
+    torch.set_num_threads(1)
+    at_target = InitConfig(position_m=0.0, tilt_deg=0.0, velocity_mps=0.0, angular_velocity_radps=0.0)
+    config = QuadrotorEnvConfig(num_envs=4, init=at_target)
+    criterion = HoverCriterion(by_s=0.5, rmse_window_s=0.5, episode_s=1.0)
+    hover = float(load_platform("crazyflie").hover_action()[0])
+    kept = fly(ConstantController(hover), config, duration_s=1.0, give_up=criterion)
+    assert kept.position_w.shape[0] == 100
+    # Full throttle climbs away: no env is within 0.10 m at 0.5 s, so the flight ends there.
+    climbing = fly(ConstantController(1.0), config, duration_s=1.0, give_up=criterion)
+    assert climbing.position_w.shape[0] == climbing.actions.shape[0] == 50
+    metrics = hover_metrics(climbing, criterion)
+    assert metrics["flown_s"] == pytest.approx(0.5)
+    assert metrics["criterion_met"] == 0.0 and metrics["success_rate"] == 0.0
+
+
 def test_torch_controller_runs_a_module_without_gradients() -> None:
     module = torch.nn.Linear(22, 4)
     controller = TorchController(module)

@@ -126,7 +126,12 @@ def train(
 
     def evaluate(algo: PPO) -> dict[str, float]:
         return hover_metrics(
-            fly(TorchController(algo.policy.deterministic_actor()), eval_config, criterion.episode_s)
+            fly(
+                TorchController(algo.policy.deterministic_actor()),
+                eval_config,
+                criterion.episode_s,
+                give_up=criterion,
+            )
         )
 
     runner = OnPolicyRunner(env, ppo, run_dir, config.runner, evaluate, progress=progress)

@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from robotrl.control.reference import figure8
+
 TargetMode = Literal["hover", "waypoints", "figure8"]
 TARGET_MODES: tuple[str, ...] = ("hover", "waypoints", "figure8")
 
@@ -69,10 +71,4 @@ class TargetGenerator:
                 self._last_jump[ids] = jump[ids]
             return self.waypoints, torch.zeros_like(self.waypoints)
         omega = 2 * math.pi / cfg.figure8_period_s
-        a = cfg.figure8_size_m
-        theta = omega * time_s + self.phase
-        pos = torch.stack((a * torch.sin(theta), 0.5 * a * torch.sin(2 * theta), torch.zeros_like(theta)), -1)
-        vel = torch.stack(
-            (a * omega * torch.cos(theta), a * omega * torch.cos(2 * theta), torch.zeros_like(theta)), -1
-        )
-        return pos, vel
+        return figure8(omega * time_s + self.phase, cfg.figure8_size_m, omega, xp=torch)
