@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from robotrl.config import ConfigError
+from robotrl.export.bundle import BundleError
 
 log = logging.getLogger("robotrl")
 
@@ -157,6 +158,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_DEPLOYMENT = "configs/deploy/quadrotor_sim.yaml"
+
+
+def _ros_defaults() -> None:
+    """Keep the graph on this machine unless the user chose otherwise (no talking to the lab's network)."""
+    import os
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Start the graph of a deployment YAML: composed in this process, or one process a node."""
+    from robotrl.deployment import load_deployment, node_list
+
+    _ros_defaults()
+    specs = node_list(load_deployment(args.config, args.bundle, list(args.set)))
+    print("nodes: " + ", ".join(f"{s.name} ({s.executable})" for s in specs))
+    if args.processes:
+        from robotrl_ros.graph import spawn_processes
+
+        processes = spawn_processes(specs)
+        try:
+            deadline = time.monotonic() + (args.duration or float("inf"))
+            while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+                time.sleep(0.2)
+        finally:
+            for p in processes:
+                p.terminate()
+            codes = [p.wait(timeout=10) for p in processes]
+        failed = [f"{s.name} exited {c}" for s, c in zip(specs, codes, strict=True) if c not in (0, -15)]
+        if failed:
+            print("; ".join(failed), file=sys.stderr)
+        return 1 if failed else 0
+    from robotrl_ros.graph import ComposedGraph
+
+    with ComposedGraph(specs) as graph:
+        print("running; Ctrl-C to stop" if not args.duration else f"running for {args.duration:.0f} s")
+        graph.spin_for(args.duration or float("inf"))
+        bridge = graph.nodes["bridge"]
+        print(json.dumps(bridge.stats.summary(), indent=2))  # type: ignore[attr-defined]
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train a small hover policy (or reuse a finished one), export it, fly it and the baseline, report."""
     from robotrl.recipes.quadrotor import export_run, load_config, train
@@ -172,20 +216,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
             shutil.rmtree(run_dir)
         config = load_config(None, [f"env.platform={args.platform}"])
-        print(f"1/3 training a hover policy for {args.platform} in {run_dir} ...")
+        print(f"1/4 training a hover policy for {args.platform} in {run_dir} ...")
         summary = train(config, run_dir, progress=not args.no_progress)
         print(f"    {summary['env_steps']:,} env steps in {summary['train_wall_s']:.1f} s")
     if not (bundle_dir / "policy.yaml").is_file():
-        print(f"2/3 exporting the bundle to {bundle_dir} ...")
+        print(f"2/4 exporting the bundle to {bundle_dir} ...")
         export_run(run_dir, bundle_dir)
-    print("3/3 flying the bundle (onnxruntime) and the geometric baseline on the same starts ...")
+    print("3/4 flying the bundle (onnxruntime) and the geometric baseline on the same starts ...")
     for mode in ("hover", "figure8"):
         metrics = evaluate(
             [str(bundle_dir), "geometric"], args.platform, 256, mode, 12345, 10.0, root / f"eval_{mode}"
         )
         print(f"\n{mode}:")
         _print_metrics(metrics)
-    print(f"\nplots: {root / 'eval_hover' / 'flights.png'}, {root / 'eval_figure8' / 'flights.png'}")
+    print(f"\n4/4 flying a {args.ros_seconds:.0f} s figure-8 through the ROS 2 graph (simulator bridge, "
+          "safety chain) and without ROS ...")  # fmt: skip
+    from robotrl.deployment import load_deployment
+    from robotrl_ros.flight import fly_and_compare
+
+    _ros_defaults()
+    deployment = load_deployment(DEMO_DEPLOYMENT, str(bundle_dir.resolve()))
+    ros = fly_and_compare(deployment, args.ros_seconds, root / "ros")
+    print(
+        f"    tracking RMSE: ROS 2 graph {ros['ros_rmse_m']:.3f} m, direct {ros['direct_rmse_m']:.3f} m "
+        f"(ratio {ros['rmse_ratio']:.2f})\n"
+        f"    missed deadlines: {ros['missed_deadlines']:.0f} of {ros['ticks']:.0f} periods "
+        f"({100 * ros['missed_fraction']:.2f}%)\n"
+        f"    state -> filtered motor command: p50 {ros['latency_ms_p50']:.2f} ms, "
+        f"p99 {ros['latency_ms_p99']:.2f} ms; safety mode at the end: {ros['safety_mode']}"
+    )
+    plots = [
+        root / "eval_hover" / "flights.png",
+        root / "eval_figure8" / "flights.png",
+        root / "ros" / "ros_flight.png",
+    ]
+    print("\nplots: " + ", ".join(map(str, plots)))
+    if ros["safety_mode"] != "POLICY":
+        print(f"the safety chain took over during the ROS 2 flight: {ros['first_fault']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -279,7 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="where the demo keeps its run, bundle and plots")
     demo.add_argument("--platform", default="crazyflie")
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--ros-seconds", type=float, default=20.0, help="figure-8 flight through ROS 2 [s]")
     demo.set_defaults(func=cmd_demo)
+
+    dep = sub.add_parser("deploy", help="start the ROS 2 graph of a deployment YAML")
+    dep.add_argument("config", help="deployment YAML, e.g. configs/deploy/quadrotor_sim.yaml")
+    dep.add_argument("--bundle", help="policy bundle to fly (overrides the YAML's)")
+    dep.add_argument("--processes", action="store_true", help="one process a node instead of one for all")
+    dep.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    dep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a YAML key")
+    dep.set_defaults(func=cmd_deploy)
     return parser
 
 
@@ -290,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, BundleError, RuntimeError) as exc:
         print(f"robotrl {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

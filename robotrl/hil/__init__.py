@@ -1,0 +1,1 @@
+"""Human in the loop: intervention arbitration, episode recording, demo/intervention buffers."""

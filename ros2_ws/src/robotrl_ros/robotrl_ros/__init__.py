@@ -1,0 +1,1 @@
+"""ROS 2 nodes over robotrl: thin shells, the logic lives in robotrl and is tested without ROS."""

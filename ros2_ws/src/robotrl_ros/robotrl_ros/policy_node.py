@@ -1,0 +1,103 @@
+"""Runs a policy bundle with onnxruntime on every state message and publishes its action.
+
+It refuses to start on a bad bundle (the runtime's message says which check failed). It keeps the
+recurrent state of a recurrent bundle between steps. The previous action in the observation is the
+command the motors last got (from /robotrl/motor_cmd), as in training, even when a filter or an
+operator changed it. A non-finite observation or output is published as NaN, so that the safety
+chain falls back at once rather than after a watchdog timeout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from robotrl.control.state import quadrotor_observation
+from robotrl.runtime.policy_runner import NonFiniteActionError, NonFiniteObservationError, PolicyRunner
+from robotrl_ros.messages import (
+    COMMAND_QOS,
+    RECORD_QOS,
+    STATE_QOS,
+    ReferenceWindow,
+    joint_state,
+    robot_state,
+)
+from robotrl_ros.runner import run_single
+
+QUADROTOR_OBSERVATION_DIM = 22
+
+
+def element_names(fields: list[tuple[str, int]]) -> list[str]:
+    """One name per vector element: 'name' for a size-1 field, 'name.i' otherwise."""
+    return [name if size == 1 else f"{name}.{i}" for name, size in fields for i in range(size)]
+
+
+class PolicyNode(Node):
+    def __init__(self, node_name: str = "policy", **kwargs):
+        super().__init__(node_name, **kwargs)
+        bundle = self.declare_parameter("bundle", "").value
+        self.declare_parameter("control_rate_hz", 100.0)
+        if not bundle:
+            raise ValueError("policy node: parameter 'bundle' (a policy bundle directory) is required")
+        self.runner = PolicyRunner(bundle)
+        if self.runner.observation_dim != QUADROTOR_OBSERVATION_DIM:
+            raise ValueError(
+                f"policy node: bundle {bundle} takes {self.runner.observation_dim} observations; this node "
+                f"builds the {QUADROTOR_OBSERVATION_DIM}-value quadrotor layout"
+            )
+        self.runner.reset(1)
+        policy = self.runner.spec.policy
+        self.observation_names = element_names([(f.name, f.size) for f in policy.observation_fields])
+        self.action_names = element_names([(f.name, f.size) for f in policy.action_fields])
+        self.previous_action = np.zeros(self.runner.action_dim, np.float32)
+        self.reference: ReferenceWindow | None = None
+        self.steps = 0
+        self.non_finite = 0
+        self.action_pub = self.create_publisher(JointState, "/robotrl/policy/action", COMMAND_QOS)
+        self.observation_pub = self.create_publisher(JointState, "/robotrl/policy/observation", RECORD_QOS)
+        self.create_subscription(Odometry, "/robotrl/state", self.on_state, STATE_QOS)
+        self.create_subscription(
+            MultiDOFJointTrajectory, "/robotrl/reference", self.on_reference, COMMAND_QOS
+        )
+        self.create_subscription(JointState, "/robotrl/motor_cmd", self.on_motor_cmd, COMMAND_QOS)
+        self.get_logger().info(f"policy node ready: {bundle} ({policy.task}, {policy.robot})")
+
+    def on_reference(self, msg: MultiDOFJointTrajectory) -> None:
+        try:
+            self.reference = ReferenceWindow(msg)
+        except ValueError as err:
+            self.get_logger().error(f"ignoring reference: {err}")
+
+    def on_motor_cmd(self, msg: JointState) -> None:
+        if len(msg.effort) == self.previous_action.size:
+            self.previous_action = np.asarray(msg.effort, np.float32)
+
+    def on_state(self, msg: Odometry) -> None:
+        if self.reference is None:
+            return  # nothing to track yet
+        state = robot_state(msg)
+        obs = quadrotor_observation(state, *self.reference.at(state.stamp_s), self.previous_action)
+        try:
+            action = self.runner.step(obs[None])[0]
+        except (NonFiniteObservationError, NonFiniteActionError) as err:
+            self.non_finite += 1
+            if self.non_finite == 1:
+                self.get_logger().error(f"{err}; publishing NaN so the safety chain falls back")
+            action = np.full(self.runner.action_dim, np.nan, np.float32)
+        self.steps += 1
+        stamp = msg.header.stamp
+        self.action_pub.publish(joint_state(stamp, self.action_names, effort=action))
+        # The observation is for recorders: off the critical path, and only when one listens.
+        if self.observation_pub.get_subscription_count():
+            self.observation_pub.publish(joint_state(stamp, self.observation_names, position=obs))
+
+
+def main() -> None:
+    run_single(PolicyNode)
+
+
+if __name__ == "__main__":
+    main()
