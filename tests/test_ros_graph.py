@@ -202,6 +202,11 @@ def test_a_corrupt_or_mismatched_bundle_stops_the_policy_node(hover_bundle: Path
     with pytest.raises(BundleError, match=r"obs.*23|23.*obs"):
         ComposedGraph([s for s in node_list(config(mismatched)) if s.name == "policy"])
 
+    # A bundle trained at 100 Hz in a graph that runs at 50 Hz.
+    slow = dataclasses.replace(config(hover_bundle), control_rate_hz=50.0)
+    with pytest.raises(ValueError, match=r"runs at 100\.0 Hz"):
+        ComposedGraph([s for s in node_list(slow) if s.name == "policy"])
+
 
 class Operator(Node):
     """A gamepad with the deadman held during known windows of time."""

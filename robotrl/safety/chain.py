@@ -170,7 +170,7 @@ class SafetyChain:
         problems.append(self._proof_of_life_problem(now_s))
         problems = [p for p in problems if p]
         if problems:
-            _log.info("arming refused: %s", "; ".join(problems))
+            _log.debug("arming refused: %s", "; ".join(problems))
             return False, "; ".join(problems)
         self._set_mode(Mode.POLICY)
         return True, "armed"

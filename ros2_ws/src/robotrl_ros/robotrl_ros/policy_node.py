@@ -39,10 +39,15 @@ class PolicyNode(Node):
     def __init__(self, node_name: str = "policy", **kwargs):
         super().__init__(node_name, **kwargs)
         bundle = self.declare_parameter("bundle", "").value
-        self.declare_parameter("control_rate_hz", 100.0)
+        rate = self.declare_parameter("control_rate_hz", 100.0).value
         if not bundle:
             raise ValueError("policy node: parameter 'bundle' (a policy bundle directory) is required")
         self.runner = PolicyRunner(bundle)
+        if abs(self.runner.control_rate_hz - rate) > 1e-6:
+            raise ValueError(
+                f"policy node: bundle {bundle} runs at {self.runner.control_rate_hz} Hz, the graph runs "
+                f"at {rate} Hz; set control_rate_hz in the deployment YAML to the bundle's rate"
+            )
         if self.runner.observation_dim != QUADROTOR_OBSERVATION_DIM:
             raise ValueError(
                 f"policy node: bundle {bundle} takes {self.runner.observation_dim} observations; this node "
