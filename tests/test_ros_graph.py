@@ -103,12 +103,12 @@ def test_closed_loop_hovers_at_the_control_rate(hover_bundle: Path) -> None:
 def test_policy_node_death_falls_back_within_50_ms_and_lands_inside(hover_bundle: Path) -> None:
     with flying(config(hover_bundle)) as graph:
         safety = graph.nodes["safety"]
+        died_s = now_s(safety)
         graph.remove("policy")
-        last_action_s = safety.action_stamp_s
         assert graph.spin_until(lambda: safety.chain.mode is Mode.FALLBACK, 1.0)
         fault = safety.chain.fault
         assert fault is not None and fault.filter == "stale_action", fault
-        assert fault.time_s - last_action_s <= 0.050, fault.time_s - last_action_s
+        assert fault.time_s - died_s <= 0.050, fault.time_s - died_s
         assert_landed_inside(graph)
         assert_bounded(graph.nodes["test_motor_log"].since(0.0))
 
@@ -135,9 +135,10 @@ def test_dropped_states_mid_flight_never_give_an_unbounded_command(hover_bundle:
 
 def test_nan_from_the_policy_falls_back(hover_bundle: Path) -> None:
     with flying(config(hover_bundle)) as graph:
-        graph.remove("policy")
         impostor = graph.add(rclpy.create_node("test_nan_policy"))
         pub = impostor.create_publisher(JointState, "/robotrl/policy/action", COMMAND_QOS)
+        assert graph.spin_until(lambda: pub.get_subscription_count() > 0, 5.0)  # matched before the swap
+        graph.remove("policy")
         safety = graph.nodes["safety"]
         stamp = to_time(safety.state.stamp_s)
         pub.publish(JointState(header=Header(stamp=stamp), effort=[float("nan")] * 4))
@@ -172,13 +173,16 @@ def test_estop_zeroes_the_motors_within_one_period_and_latches_until_reset(hover
         safety = graph.nodes["safety"]
         before = now_s(log)
         assert call(graph, "/robotrl/safety/estop").success
-        assert graph.spin_until(lambda: len(log.since(before)) > 0, 1.0)
-        first_s, first = next((s, c) for s, c in log.commands if s >= before)
-        np.testing.assert_array_equal(first, STOP)
-        assert first_s - before <= 0.010
-        graph.spin_for(1.0)  # the policy keeps publishing; nothing gets through
         assert safety.chain.mode is Mode.ESTOP
-        np.testing.assert_array_equal(log.since(before), np.broadcast_to(STOP, log.since(before).shape))
+        # Commands already on their way may still land; the first zero command comes within a period,
+        # and from it on every command is zero, while the policy keeps publishing.
+        graph.spin_for(1.0)
+        after = [(s, c) for s, c in log.commands if s >= before]
+        first = next(i for i, (_, c) in enumerate(after) if np.array_equal(c, STOP))
+        assert after[first][0] - before <= 0.010
+        assert all(np.array_equal(c, STOP) for _, c in after[first:])
+        assert len(after) - first > 50
+        assert safety.chain.mode is Mode.ESTOP
         assert call(graph, "/robotrl/safety/reset").success
         assert safety.chain.mode in (Mode.DISARMED, Mode.POLICY)  # auto-arm may take it straight back
 

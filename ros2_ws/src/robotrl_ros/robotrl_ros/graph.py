@@ -50,6 +50,7 @@ class ComposedGraph:
         if not rclpy.ok():
             rclpy.init()
         self.nodes: dict[str, Node] = {}
+        self._removed: list[Node] = []
         try:
             for spec in specs:
                 self.nodes[spec.name] = node_class(spec.executable)(node_name=spec.name, **node_kwargs(spec))
@@ -81,15 +82,18 @@ class ComposedGraph:
         return True
 
     def remove(self, name: str) -> None:
-        """Kill one node mid-flight (what a crashed process looks like to the others)."""
+        """Stop one node mid-flight (what a crashed process looks like to the others): it is no longer
+        spun, so it neither receives nor publishes. It is destroyed with the graph, not now: destroying
+        it here raced the executor's queued events for it (InvalidHandle)."""
         node = self.nodes.pop(name)
         self.executor.remove_node(node)
-        node.destroy_node()
+        self._removed.append(node)
 
     def _destroy(self) -> None:
-        for node in self.nodes.values():
+        for node in [*self.nodes.values(), *self._removed]:
             node.destroy_node()
         self.nodes.clear()
+        self._removed.clear()
 
     def shutdown(self) -> None:
         for node in list(self.nodes.values()):

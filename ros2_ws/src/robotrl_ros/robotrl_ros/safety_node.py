@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -147,7 +148,7 @@ class SafetyNode(Node):
             self.flag_pub.publish(intervention_status(msg.header.stamp, human))
 
     # ---------------------------------------------------------------- the chain
-    def step_and_publish(self, stamp) -> Mode:
+    def step_and_publish(self, stamp: Time) -> Mode:
         now = now_s(self)
         if self.state_msg is not None:
             self.state, self.state_msg = robot_state(self.state_msg), None
