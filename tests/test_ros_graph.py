@@ -140,8 +140,14 @@ def test_nan_from_the_policy_falls_back(hover_bundle: Path) -> None:
         assert graph.spin_until(lambda: pub.get_subscription_count() > 0, 5.0)
         # One NaN among the policy's own actions (a removed policy would race the stale-action watchdog).
         safety = graph.nodes["safety"]
-        stamp = to_time(safety.state.stamp_s)
-        pub.publish(JointState(header=Header(stamp=stamp), effort=[float("nan")] * 4))
+        # The action topic keeps one message: a single NaN can be overwritten by the policy's next
+        # action before it is dispatched, so the bad policy output keeps coming, as a broken net's would.
+        impostor.create_timer(
+            0.005,
+            lambda: pub.publish(
+                JointState(header=Header(stamp=to_time(safety.state.stamp_s)), effort=[float("nan")] * 4)
+            ),
+        )
         assert graph.spin_until(lambda: safety.chain.mode is Mode.FALLBACK, 1.0)
         assert safety.chain.fault.filter == "finite", safety.chain.fault
         assert_landed_inside(graph)

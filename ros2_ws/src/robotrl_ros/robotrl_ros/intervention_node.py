@@ -41,7 +41,6 @@ class InterventionNode(Node):
         )
         self.previous_action = np.zeros(4, np.float32)
         self.action_names = [f"motor_commands.{i}" for i in range(4)]
-        self.human_steps = 0
         self.command_pub = self.create_publisher(JointState, "/robotrl/teleop/command", COMMAND_QOS)
         self.create_subscription(Joy, "/robotrl/teleop/joy", self.on_joy, STATE_QOS)
         self.state_sub = None
@@ -69,7 +68,6 @@ class InterventionNode(Node):
         if not self.pilot.human_active(now):
             return
         action = self.pilot.human_action(robot_state(msg), self.previous_action, now)
-        self.human_steps += 1
         self.command_pub.publish(joint_state(msg.header.stamp, self.action_names, effort=action))
 
 

@@ -59,7 +59,6 @@ class PolicyNode(Node):
         self.action_names = element_names([(f.name, f.size) for f in policy.action_fields])
         self.previous_action = np.zeros(self.runner.action_dim, np.float32)
         self.reference: ReferenceWindow | None = None
-        self.steps = 0
         self.non_finite = 0
         self.action_pub = self.create_publisher(JointState, "/robotrl/policy/action", COMMAND_QOS)
         self.observation_pub = self.create_publisher(JointState, "/robotrl/policy/observation", RECORD_QOS)
@@ -92,7 +91,6 @@ class PolicyNode(Node):
             if self.non_finite == 1:
                 self.get_logger().error(f"{err}; publishing NaN so the safety chain falls back")
             action = np.full(self.runner.action_dim, np.nan, np.float32)
-        self.steps += 1
         stamp = msg.header.stamp
         self.action_pub.publish(joint_state(stamp, self.action_names, effort=action))
         # The observation is for recorders: off the critical path, and only when one listens.
