@@ -13,7 +13,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,23 +69,34 @@ def _resolve_target(target: str) -> tuple[str, object, str | None]:
 
 
 # ------------------------------------------------------------------------------------------ commands
+def _overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[str]:
+    """--set items plus the shortcut flags that were given, as dotted overrides."""
+    given = ((key, getattr(args, flag)) for flag, key in flags)
+    return [*args.set, *(f"{key}={value}" for key, value in given if value is not None)]
+
+
+def _load_train_config(
+    args: argparse.Namespace, load_config: Callable[..., Any], overrides: list[str]
+) -> Any:
+    """The config of a new run (--config or the default), or of the run being resumed."""
+    if not args.resume:
+        return load_config(args.config, overrides)
+    if args.run_dir is None:
+        raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
+    return load_config(Path(args.run_dir) / "config.yaml", overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.task == "raptor":
+        return cmd_train_raptor(args)
     from robotrl.recipes.quadrotor import load_config, train
 
-    overrides = list(args.set)
-    for flag, key in (("platform", "env.platform"), ("num_envs", "env.num_envs"), ("seed", "seed"),
-                      ("threads", "threads"), ("max_iterations", "runner.max_iterations")):  # fmt: skip
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.resume:
-        if args.run_dir is None:
-            raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
-        from robotrl.recipes.quadrotor import load_config as load
-
-        config = load(Path(args.run_dir) / "config.yaml", overrides)
-    else:
-        config = load_config(args.config, overrides)
+    overrides = _overrides(
+        args,
+        (("platform", "env.platform"), ("num_envs", "env.num_envs"), ("seed", "seed"), ("threads", "threads"),
+         ("max_iterations", "runner.max_iterations")),
+    )  # fmt: skip
+    config = _load_train_config(args, load_config, overrides)
     run_dir = Path(
         args.run_dir
         or f"runs/quadrotor-{Path(config.env.platform).stem}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -100,6 +113,51 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{summary['env_steps']:,} env steps, "
         f"{summary['train_wall_s']:.1f} s of training wall-clock; run: {run_dir}"
     )
+    return 0
+
+
+def cmd_train_raptor(args: argparse.Namespace) -> int:
+    """Teacher farm, selection, distillation into the recurrent student, bundle."""
+    from robotrl.recipes.raptor import load_config, train
+
+    if args.platform is not None or args.num_envs is not None:
+        raise ConfigError(
+            "--platform and --num-envs belong to `train quadrotor`; raptor samples its quadrotors "
+            "(use --teachers N and --set farm.envs_per_teacher=E)"
+        )
+    overrides = _overrides(
+        args,
+        (("teachers", "farm.num_teachers"), ("backend", "farm.backend"), ("address", "farm.ray_address"),
+         ("seed", "seed"), ("threads", "threads"), ("max_iterations", "farm.iterations")),
+    )  # fmt: skip
+    config = _load_train_config(args, load_config, overrides)
+    farm = config.farm
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.run_dir or f"runs/raptor-{farm.num_teachers}t-s{config.seed}-{stamp}")
+    print(
+        f"training {farm.num_teachers} teachers ({farm.group_size} a group, {farm.envs_per_teacher} envs "
+        f"each, {farm.iterations} PPO iterations, backend {farm.backend}) and the student in {run_dir}"
+    )
+    summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    vs, speed = summary["student_vs_teachers"], summary.get("speedup")
+    lines = [
+        f"teachers kept: {summary['teachers_kept']} of {summary['teachers_trained']} "
+        f"({run_dir / 'teachers.md'})"
+    ]
+    if speed:
+        lines.append(
+            f"batched farm: {speed['batched_teacher_steps_per_s']:,.0f} teacher env-steps/s, one teacher "
+            f"alone {speed['one_by_one_teacher_steps_per_s']:,.0f} ({speed['speedup']:.1f}x)"
+        )
+    lines += [
+        f"on the kept teachers' quadrotors: student success {vs['student_success_rate']:.3f}, median hover "
+        f"RMSE {vs['student_rmse_median_m']:.4f} m; teachers {vs['teachers_success_rate']:.3f}, "
+        f"{vs['teachers_rmse_median_m']:.4f} m",
+        f"student: {summary['student_parameters']} parameters; bundle: {summary['bundle']}",
+        f"wall-clock: {summary['total_wall_s']:.0f} s (teachers {summary.get('teachers_wall_s', 0.0):.0f} s, "
+        f"student {summary.get('student_wall_s', 0.0):.0f} s)",
+    ]
+    print("\n".join(lines))
     return 0
 
 
@@ -302,8 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a policy in batched simulation")
-    train.add_argument("task", choices=["quadrotor"], help="what to train")
-    train.add_argument("--config", help="training YAML (default: configs/train/quadrotor_hover.yaml)")
+    train.add_argument(
+        "task",
+        choices=["quadrotor", "raptor"],
+        help="quadrotor: one policy for one platform; raptor: teacher farm + recurrent foundation student",
+    )
+    train.add_argument(
+        "--config",
+        help="training YAML (default: configs/train/quadrotor_hover.yaml or configs/train/raptor.yaml)",
+    )
     train.add_argument("--platform", help="named platform in sim/quadrotor/, a platform .yaml, or 'raptor'")
     train.add_argument(
         "--run-dir", help="where the run lives (default: runs/quadrotor-<platform>-s<seed>-<time>)"
@@ -314,7 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-envs", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--threads", type=int, help="torch threads (default from the config)")
-    train.add_argument("--max-iterations", type=int)
+    train.add_argument("--max-iterations", type=int, help="PPO iterations (raptor: of every teacher group)")
+    train.add_argument("--teachers", type=int, help="raptor: number of teachers (sampled quadrotors)")
+    train.add_argument(
+        "--backend", choices=["local", "ray"], help="raptor: train teacher groups here or on Ray"
+    )
+    train.add_argument("--address", help="raptor with --backend ray: address of a running Ray cluster")
     train.add_argument(
         "--set",
         action="append",

@@ -168,6 +168,44 @@ def test_differential_thrust_turns_the_body_the_right_way(
         assert velocity[0] < 0.0  # ... and the quad drifts backwards.
 
 
+def test_a_weak_front_right_rotor_sinks_rolls_right_pitches_down_and_yaws_left() -> None:
+    """Env 1 flies with its front-right rotor at 70 %; env 0 is the nominal twin and must not notice."""
+    params = _crazyflie(2)
+    scale = torch.ones(2, 4)
+    scale[1, 0] = 0.7
+    params = dataclasses.replace(params, rotor_thrust_scale=scale)
+    assert params.thrust_to_weight[1] == pytest.approx(float(params.thrust_to_weight[0]) * 3.7 / 4.0)
+    dynamics = QuadrotorDynamics(params, DT)
+    state = hover_state(params)
+    command = params.hover_command().unsqueeze(-1).expand(2, 4)
+    slope = dynamics.derivative(state, command, None)
+    assert slope[0, LINVEL_W].abs().max() < 1e-4 and slope[0, ANGVEL_B].abs().max() < 1e-2
+
+    # The rotor carries a quarter of the weight at hover; it loses 30 % of that.
+    lost = 0.3 * float(params.mass[0]) * GRAVITY / 4.0
+    assert slope[1, LINVEL_W].tolist() == pytest.approx([0.0, 0.0, -lost / float(params.mass[0])], abs=1e-4)
+    # FR sits at (+0.028, -0.028): less lift there is a torque +0.028 lost about x and about y; its drag
+    # torque (direction -1) shrinks, which leaves +k lost about z.
+    arm, k = 0.028, float(params.rotor_torque_constant[0])
+    torque = (arm * lost, arm * lost, k * lost)
+    expected = [t / float(params.inertia[1, i, i]) for i, t in enumerate(torque)]
+    assert slope[1, ANGVEL_B].tolist() == pytest.approx(expected, rel=1e-3)
+
+    final = _rollout(dynamics, state, 2.0 * command - 1.0, 10)
+    rot = quat_to_rotmat(final[1, QUAT_WXYZ])
+    assert rot[2, 1] > 0.05  # body +y (left) points up: the right side dropped
+    assert rot[2, 0] < -0.05  # the nose points down
+    w, x, y, z = final[1, QUAT_WXYZ].tolist()
+    assert math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)) > 0.0  # yawed left (+z)
+    assert final[1, LINVEL_W][2] < 0.0
+    assert final[0, POS_W].abs().max() < 1e-4 and final[0, ANGVEL_B].abs().max() < 1e-3
+
+
+def test_rotor_thrust_scale_must_have_one_factor_per_rotor() -> None:
+    with pytest.raises(ValueError, match=r"rotor_thrust_scale must have shape \(3, 4\)"):
+        dataclasses.replace(_crazyflie(3), rotor_thrust_scale=torch.ones(3))
+
+
 def test_torque_free_spin_conserves_angular_momentum_and_energy() -> None:
     inertia = 1e-5 * torch.tensor([[[1.2, 0.15, -0.1], [0.15, 1.6, 0.2], [-0.1, 0.2, 2.4]]])
     params = dataclasses.replace(_without_idle_thrust(_crazyflie()), inertia=inertia)

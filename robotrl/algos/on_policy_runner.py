@@ -113,7 +113,6 @@ class OnPolicyRunner:
         obs = self.env.reset()
         privileged = self.env.privileged_observation()
         last_eval: dict[str, float] = {}
-        episode_stats: dict[str, list[float]] = {}
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -123,28 +122,7 @@ class OnPolicyRunner:
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
             task = bar.add_task("train", total=cfg.max_iterations, completed=self.iteration, status="")
             while self.iteration < cfg.max_iterations:
-                start = time.perf_counter()
-                reward_sum = 0.0
-                for _ in range(self.ppo.config.num_steps):
-                    actions = self.ppo.act(obs, privileged)
-                    obs, reward, terminated, truncated, info = self.env.step(actions)
-                    privileged = info["privileged_obs"]
-                    self.ppo.process_env_step(reward, terminated, truncated, info.get("final_privileged_obs"))
-                    reward_sum += reward.mean().item()
-                    for key, value in info.get("episode", {}).items():
-                        episode_stats.setdefault(key, []).append(value)
-                self.ppo.compute_returns(privileged)
-                losses = self.ppo.update()
-                self.iteration += 1
-                self.env_steps += self.ppo.config.num_steps * self.env.num_envs
-                elapsed = time.perf_counter() - start
-                self.wall_s += elapsed
-                metrics = dict(losses)
-                metrics["reward/step_mean"] = reward_sum / self.ppo.config.num_steps
-                metrics["perf/env_steps_per_s"] = self.ppo.config.num_steps * self.env.num_envs / elapsed
-                for key, values in episode_stats.items():
-                    metrics[f"episode/{key}"] = sum(values) / len(values)
-                episode_stats.clear()
+                obs, privileged, metrics = self.iterate(obs, privileged)
                 fresh_eval: dict[str, float] = {}
                 if self.evaluate is not None and cfg.eval_every and self.iteration % cfg.eval_every == 0:
                     eval_start = time.perf_counter()
@@ -169,3 +147,30 @@ class OnPolicyRunner:
                     break
         writer.close()
         return last_eval
+
+    def iterate(
+        self, obs: torch.Tensor, privileged: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """One rollout and one PPO update from (obs, privileged); returns where the envs are and metrics."""
+        start = time.perf_counter()
+        reward_sum = 0.0
+        episode_stats: dict[str, list[float]] = {}
+        for _ in range(self.ppo.config.num_steps):
+            actions = self.ppo.act(obs, privileged)
+            obs, reward, terminated, truncated, info = self.env.step(actions)
+            privileged = info["privileged_obs"]
+            self.ppo.process_env_step(reward, terminated, truncated, info.get("final_privileged_obs"))
+            reward_sum += reward.mean().item()
+            for key, value in info.get("episode", {}).items():
+                episode_stats.setdefault(key, []).append(value)
+        self.ppo.compute_returns(privileged)
+        metrics = self.ppo.update()
+        self.iteration += 1
+        self.env_steps += self.ppo.config.num_steps * self.env.num_envs
+        elapsed = time.perf_counter() - start
+        self.wall_s += elapsed
+        metrics["reward/step_mean"] = reward_sum / self.ppo.config.num_steps
+        metrics["perf/env_steps_per_s"] = self.ppo.config.num_steps * self.env.num_envs / elapsed
+        for key, values in episode_stats.items():
+            metrics[f"episode/{key}"] = sum(values) / len(values)
+        return obs, privileged, metrics

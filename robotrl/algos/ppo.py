@@ -1,7 +1,9 @@
 """PPO with an asymmetric critic. No training loop here: the runner owns it (rsl_rl's split).
 
 Our own rather than rsl_rl's: the quadrotor critic reads privileged observations and the teacher
-farm later batches the weights of many teachers, which rsl_rl's PPO does not do.
+farm batches the weights of many teachers (robotrl.policies.grouped_mlp), which rsl_rl's PPO does not
+do. With a policy of G groups every member learns as if alone: minibatches hold the same number of
+samples of each member, advantages are normalised and gradients clipped per member.
 """
 
 from __future__ import annotations
@@ -51,17 +53,19 @@ class RolloutStorage:
         self.advantages = buf()
         self.step = 0
 
-    def minibatches(self, num_minibatches: int, generator: torch.Generator):
-        n = self.obs.shape[0] * self.obs.shape[1]
+    def minibatches(self, num_minibatches: int, generator: torch.Generator, groups: int = 1):
+        """Shuffled minibatches; with groups, each holds the same samples of every member, group-major."""
+        steps, num_envs = self.obs.shape[:2]
+        n = steps * (num_envs // groups)
         order = torch.randperm(n, generator=generator)
         size = n // num_minibatches
-        flat = {
-            k: getattr(self, k).flatten(0, 1)
+        per_group = {
+            k: getattr(self, k).unflatten(1, (groups, -1)).transpose(0, 1).flatten(1, 2)
             for k in ("obs", "privileged_obs", "actions", "log_probs", "values", "returns", "advantages")
         }
         for i in range(num_minibatches):
             idx = order[i * size : (i + 1) * size]
-            yield {k: v[idx] for k, v in flat.items()}
+            yield {k: v[:, idx].flatten(0, 1) for k, v in per_group.items()}
 
 
 def compute_gae(
@@ -91,7 +95,10 @@ class PPO:
         self.config = config
         self.learning_rate = config.learning_rate
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
-        actor_out = policy.log_std.shape[0]
+        self.groups = policy.groups
+        if num_envs % self.groups:
+            raise ValueError(f"{num_envs} envs cannot be split evenly over {self.groups} policy groups")
+        actor_out = policy.log_std.shape[-1]
         self.storage = RolloutStorage(
             config.num_steps,
             num_envs,
@@ -127,7 +134,8 @@ class PPO:
         if final_privileged_obs is not None and truncated.any():
             ids = truncated.nonzero().squeeze(-1)
             rewards = rewards.clone()
-            rewards[ids] += self.config.gamma * self.policy.value(final_privileged_obs[ids])
+            # All rows: a grouped critic needs its full group-major batch.
+            rewards[ids] += self.config.gamma * self.policy.value(final_privileged_obs)[ids]
         s.rewards[t] = rewards
         s.dones[t] = (terminated | truncated).float()
         s.step += 1
@@ -148,12 +156,13 @@ class PPO:
     def update(self) -> dict[str, float]:
         """Epochs of clipped-surrogate updates over the stored rollout; returns mean losses."""
         cfg, s = self.config, self.storage
-        adv = s.advantages
-        s.advantages = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = s.advantages.unflatten(1, (self.groups, -1))
+        mean, std = adv.mean((0, 2), keepdim=True), adv.std((0, 2), keepdim=True)
+        s.advantages = ((adv - mean) / (std + 1e-8)).flatten(1, 2)
         totals = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "loss/kl": 0.0}
         updates = 0
         for _ in range(cfg.num_epochs):
-            for batch in s.minibatches(cfg.num_minibatches, self.generator):
+            for batch in s.minibatches(cfg.num_minibatches, self.generator, self.groups):
                 dist = self.policy.distribution(batch["obs"])
                 log_prob = dist.log_prob(batch["actions"]).sum(-1)
                 log_ratio = log_prob - batch["log_probs"]
@@ -172,8 +181,9 @@ class PPO:
                 entropy = dist.entropy().sum(-1).mean()
                 loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                # The sum of the members' mean losses: each member's gradient is what it would be alone.
+                (loss * self.groups).backward()
+                self._clip_gradients()
                 self.optimizer.step()
                 totals["loss/surrogate"] += surrogate.item()
                 totals["loss/value"] += value_loss.item()
@@ -188,6 +198,16 @@ class PPO:
         out["train/learning_rate"] = self.learning_rate
         out["train/action_std"] = self.policy.log_std.exp().mean().item()
         return out
+
+    def _clip_gradients(self) -> None:
+        if self.groups == 1:
+            nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+            return
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        scale = (self.config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
     def _adapt_learning_rate(self, kl: float) -> None:
         target = self.config.desired_kl

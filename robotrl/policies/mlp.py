@@ -5,6 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+"""Hidden-layer activations by their config name."""
+
+
+def activation_class(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation '{name}' is not one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
 
 def mlp(
     in_dim: int, hidden: tuple[int, ...], out_dim: int, activation: type[nn.Module] = nn.Tanh
@@ -56,6 +65,9 @@ class RunningNormalizer(nn.Module):
 class ActorCritic(nn.Module):
     """Gaussian actor on the policy observation, critic on the privileged observation (asymmetric)."""
 
+    groups = 1
+    """One policy (robotrl.policies.grouped_mlp holds many)."""
+
     def __init__(
         self,
         obs_dim: int,
@@ -66,12 +78,13 @@ class ActorCritic(nn.Module):
         init_log_std: float = -0.5,
         action_offset: torch.Tensor | None = None,
         normalize_obs: bool = True,
+        activation: str = "tanh",
     ):
         super().__init__()
         self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize_obs)
         self.privileged_normalizer = RunningNormalizer(privileged_dim)
-        self.actor = mlp(obs_dim, actor_hidden, action_dim)
-        self.critic = mlp(privileged_dim, critic_hidden, 1)
+        self.actor = mlp(obs_dim, actor_hidden, action_dim, activation_class(activation))
+        self.critic = mlp(privileged_dim, critic_hidden, 1, activation_class(activation))
         self.log_std = nn.Parameter(torch.full((action_dim,), init_log_std))
         # Small last actor layer: the untrained policy starts near its offset, not at a random corner.
         nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)

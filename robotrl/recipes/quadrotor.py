@@ -41,6 +41,8 @@ class PolicyConfig:
     """Running mean/std on the actor's input; the critic always normalises its privileged input."""
     action_offset: Literal["hover", "zero"] = "hover"
     """'hover': the untrained actor outputs the platform's nominal hover command; 'zero': it outputs 0."""
+    activation: Literal["tanh", "relu", "elu"] = "tanh"
+    """Hidden-layer activation of actor and critic."""
 
     def __post_init__(self) -> None:
         if self.action_offset not in ("hover", "zero"):
@@ -97,6 +99,7 @@ def build_policy(config: QuadrotorTrainConfig, env: QuadrotorEnv) -> ActorCritic
         init_log_std=config.policy.init_log_std,
         action_offset=offset,
         normalize_obs=config.policy.normalize_obs,
+        activation=config.policy.activation,
     )
 
 
@@ -105,17 +108,7 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) a run; stops at max_iterations or when the hover criterion is met."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if resume:
-        if not config_path.is_file():
-            raise ConfigError(f"cannot resume: {config_path} does not exist (is {run_dir} a run directory?)")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"run directory {run_dir} is not empty; pass --resume to continue it or pick another"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        config_path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    prepare_run_dir(run_dir, to_dict(config), resume)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     env = QuadrotorEnv(dataclasses.replace(config.env, seed=config.seed))
@@ -155,6 +148,21 @@ def train(
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
+    """A new run gets an empty directory and its resolved config.yaml; a resumed one must have both."""
+    config_path = run_dir / "config.yaml"
+    if resume:
+        if not config_path.is_file():
+            raise ConfigError(f"cannot resume: {config_path} does not exist (is {run_dir} a run directory?)")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run directory {run_dir} is not empty; pass --resume to continue it or pick another"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def load_run(run_dir: str | Path) -> tuple[QuadrotorTrainConfig, ActorCritic]:

@@ -99,7 +99,8 @@ class QuadrotorDynamics:
         )
         self._inertia_t = params.inertia.permute(1, 2, 0).contiguous()
         self._inertia_inv_t = params.inertia_inv.permute(1, 2, 0).contiguous()
-        self._thrust_curve_t = params.thrust_curve.T.unsqueeze(1).contiguous()
+        # Thrust curve of each rotor times its efficiency, [3, 4, N]: a weak rotor loses thrust and torque.
+        self._thrust_curve_t = (params.thrust_curve.T.unsqueeze(1) * params.rotor_thrust_scale.T).contiguous()
         self._inv_mass = 1.0 / params.mass
         self._rate_rising = (1.0 / params.motor_tau_rising).unsqueeze(0)
         self._rate_falling = (1.0 / params.motor_tau_falling).unsqueeze(0)

@@ -7,6 +7,7 @@ so a bundle, a training checkpoint and the classical baseline are measured on th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +23,12 @@ class Controller(Protocol):
     def reset(self, batch_size: int) -> None: ...
 
     def act(self, obs: np.ndarray) -> np.ndarray: ...
+
+
+StepHook = Callable[[int, QuadrotorEnv], None]
+"""Called by `fly` with (step, env) before the controller acts on that step, to change the env mid-flight
+(parameters, forces, targets; robotrl.envs.quadrotor.mid_flight). The observation the controller is about to
+see was taken before the call: a changed target shows in it one step later."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,13 @@ def fly(
     duration_s: float,
     params: QuadrotorParams | None = None,
     give_up: HoverCriterion | None = None,
+    on_step: StepHook | None = None,
 ) -> FlightLog:
     """Fly num_envs episodes from the config's seeded random starts; a termination counts as a crash.
 
     With `give_up`, the flight stops at the criterion's `by_s` when too few envs are within reach
     to ever meet it: training's periodic evaluations then cost a third of a full flight while the
-    policy is still far from the criterion.
+    policy is still far from the criterion. `on_step` changes the env during the flight (see StepHook).
     """
     config = dataclasses.replace(env_config, episode_length_s=duration_s + env_config.dt)
     env = QuadrotorEnv(config, params=params)
@@ -92,6 +100,8 @@ def fly(
     actions = np.zeros((steps, n, 4), np.float32)
     crashed_at = np.full(n, -1, np.int64)
     for t in range(steps):
+        if on_step is not None:
+            on_step(t, env)
         action = np.asarray(controller.act(obs.numpy()), dtype=np.float32)
         obs, _, terminated, _, _ = env.step(torch.from_numpy(action))
         actions[t] = action
@@ -109,6 +119,12 @@ def fly(
     return FlightLog(config.dt, position, target, actions, crashed_at)
 
 
+def last_step_outside(error: np.ndarray, bound: float) -> np.ndarray:
+    """[N] last step at which error [T, N] is above bound or NaN (crashed), -1 if none: the settle step."""
+    outside = ~(error <= bound)
+    return np.where(outside.any(0), outside.shape[0] - 1 - np.argmax(outside[::-1], axis=0), -1)
+
+
 def hover_metrics(log: FlightLog, criterion: HoverCriterion = HoverCriterion()) -> dict[str, float]:
     """Success rate, position RMSE over the final window, settle time and crash count of a flight log."""
     err = log.position_error_m
@@ -121,9 +137,8 @@ def hover_metrics(log: FlightLog, criterion: HoverCriterion = HoverCriterion()) 
     rmse_each = np.sqrt(np.mean(err[window][:, flown] ** 2, axis=0)) if flown.any() else np.array([np.nan])
     rmse_pooled = float(np.sqrt(np.mean(err[window][:, flown] ** 2))) if flown.any() else float("nan")
     # Settle time: the first step after which the error stays within the bound for good.
-    outside = ~(err <= criterion.within_m)
-    last_outside = np.where(outside.any(0), outside.shape[0] - 1 - np.argmax(outside[::-1], axis=0), -1)
-    settled = (last_outside < outside.shape[0] - 1) & flown
+    last_outside = last_step_outside(err, criterion.within_m)
+    settled = (last_outside < err.shape[0] - 1) & flown
     settle_s = np.where(settled, (last_outside + 1) * log.dt, np.nan)
     success_rate = float(within_after.mean())
     return {

@@ -38,6 +38,19 @@ class QuadrotorParams:
     """[N] first-order motor time constant when speeding up [s]."""
     motor_tau_falling: torch.Tensor
     """[N] first-order motor time constant when slowing down [s]."""
+    rotor_thrust_scale: torch.Tensor = None  # type: ignore[assignment]  # None: all ones, see __post_init__
+    """[N, 4] efficiency of each rotor: multiplies its thrust, and so its drag torque (1 nominal; a worn
+    or damaged rotor < 1). Not part of a platform file: it models a fault, so it defaults to all ones."""
+
+    def __post_init__(self) -> None:
+        expected = (self.num_envs, 4)
+        if self.rotor_thrust_scale is None:
+            self.rotor_thrust_scale = torch.ones(expected, dtype=self.mass.dtype, device=self.device)
+        elif tuple(self.rotor_thrust_scale.shape) != expected:
+            raise ValueError(
+                f"rotor_thrust_scale must have shape {expected} (one factor per env and rotor, "
+                f"{', '.join(ROTOR_NAMES)}), got {tuple(self.rotor_thrust_scale.shape)}"
+            )
 
     @property
     def num_envs(self) -> int:
@@ -53,21 +66,23 @@ class QuadrotorParams:
 
     @property
     def max_thrust_per_rotor(self) -> torch.Tensor:
-        """[N] thrust of one rotor at the top of the command range [N]."""
-        return self.rotor_thrust(self.motor_command_range[:, 1:2].expand(-1, 4))[:, 0]
+        """[N] thrust of one nominal rotor (efficiency 1) at the top of the command range [N]."""
+        return self.rotor_thrust(self.motor_command_range[:, 1:2])[:, 0]
 
     @property
     def thrust_to_weight(self) -> torch.Tensor:
-        return 4.0 * self.max_thrust_per_rotor / (self.mass * GRAVITY)
+        """[N] full thrust of the four rotors, each at its efficiency, over the weight."""
+        total = self.max_thrust_per_rotor * self.rotor_thrust_scale.sum(-1)
+        return total / (self.mass * GRAVITY)
 
     def rotor_thrust(self, motor_command: torch.Tensor) -> torch.Tensor:
-        """Thrust [N] of each rotor, [N, 4], for normalised motor commands [N, 4]."""
+        """Thrust [N] of a nominal rotor (efficiency 1), [N, ...], for normalised motor commands [N, ...]."""
         c = self.thrust_curve
         u = motor_command
         return c[:, 0:1] + (c[:, 1:2] + c[:, 2:3] * u) * u
 
     def hover_command(self) -> torch.Tensor:
-        """[N] motor command at which four rotors carry the weight (root of the thrust curve)."""
+        """[N] motor command at which four nominal rotors carry the weight (root of the thrust curve)."""
         c0, c1, c2 = self.thrust_curve.unbind(-1)
         f = self.mass * GRAVITY / 4.0
         disc = (c1 * c1 - 4.0 * c2 * (c0 - f)).clamp_min(0.0)
