@@ -206,13 +206,35 @@ def evaluate(
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.suite:
+        return _eval_suite(args)
     targets = [args.target] + (["geometric"] if args.baseline and args.target != "geometric" else [])
     out_dir = Path(
         args.out or (Path(args.target) / "eval" if args.target != "geometric" else "runs/eval-geometric")
     )
-    metrics = evaluate(targets, args.platform, args.episodes, args.mode, args.seed, args.duration, out_dir)
+    episodes = 256 if args.episodes is None else args.episodes
+    metrics = evaluate(targets, args.platform, episodes, args.mode, args.seed, args.duration, out_dir)
     _print_metrics(metrics)
     print(f"wrote {out_dir / 'metrics.md'}, {out_dir / 'metrics.json'}, {out_dir / 'flights.png'}")
+    return 0
+
+
+def _eval_suite(args: argparse.Namespace) -> int:
+    """`eval --suite raptor`: the target is the student (robotrl.recipes.raptor_suite)."""
+    from robotrl.envs.quadrotor.raptor_suite import SuiteConfig
+    from robotrl.recipes.raptor_report import print_report
+    from robotrl.recipes.raptor_suite import run_raptor_suite
+
+    _, student, _ = _resolve_target(args.target)  # None for 'geometric': the baselines alone
+    default_out = (
+        Path(args.target) / "eval_raptor" if args.target != "geometric" else Path("runs/eval-raptor")
+    )
+    out_dir = Path(args.out) if args.out else default_out
+    config = SuiteConfig(episodes_per_quadrotor=8 if args.episodes is None else args.episodes, seed=args.seed)
+    teachers = Path(args.teachers) if args.teachers else None
+    report = run_raptor_suite(out_dir, student, teachers, args.quadrotors, config)  # type: ignore[arg-type]
+    print_report(report)
+    print("wrote " + ", ".join(str(out_dir / name) for name in report["files"]))
     return 0
 
 
@@ -401,11 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", action="store_true", help="also fly the geometric baseline on the same starts"
     )
     ev.add_argument("--platform", help="platform to fly (default: the one the policy was trained on)")
-    ev.add_argument("--episodes", type=int, default=256)
+    ev.add_argument(
+        "--episodes", type=int, help="episodes (default 256); with --suite: per quadrotor (default 8)"
+    )
     ev.add_argument("--mode", choices=["hover", "waypoints", "figure8"], default="hover")
     ev.add_argument("--seed", type=int, default=12345)
     ev.add_argument("--duration", type=float, default=10.0, help="episode length [s]")
-    ev.add_argument("--out", help="output directory (default: TARGET/eval)")
+    ev.add_argument("--out", help="output directory (default: TARGET/eval, with --suite TARGET/eval_raptor)")
+    ev.add_argument(
+        "--suite", choices=["raptor"],
+        help="fly an evaluation suite instead (raptor: held-out and named quadrotors; hover, step, figure-8, "
+        "mass, rotor and gust changes; vs. the geometric baseline and the official RAPTOR checkpoint)",
+    )  # fmt: skip
+    ev.add_argument("--teachers", help="with --suite raptor: a raptor run; also fly its training quadrotors")
+    ev.add_argument("--quadrotors", type=int, default=100, help="with --suite raptor: held-out quadrotors")
     ev.set_defaults(func=cmd_eval)
 
     ex = sub.add_parser("export", help="write a policy bundle (ONNX + TorchScript + policy.yaml) from a run")

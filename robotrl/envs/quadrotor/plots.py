@@ -114,5 +114,6 @@ def plot_event_traces(
         ax.axvline(0.0, color="k", ls=":", lw=0.8)
         ax.set(xlabel="time since the change [s]", ylabel="position error [m]", yscale="log", title=title)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     return _save(fig, path)

@@ -1,0 +1,83 @@
+"""Configuration of a RAPTOR run (robotrl/recipes/raptor.py): the task, the teacher farm, the student.
+
+configs/train/raptor.yaml maps onto RaptorTrainConfig; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from robotrl.algos.distill import DistillConfig
+from robotrl.algos.ppo import PPOConfig
+from robotrl.config import apply_overrides, from_dict, load_yaml
+from robotrl.envs.quadrotor.env import QuadrotorEnvConfig
+from robotrl.recipes.quadrotor import PolicyConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "raptor.yaml"
+
+
+@dataclass
+class FarmConfig:
+    num_teachers: int = 64
+    """Quadrotors sampled from the RAPTOR distribution, one teacher each."""
+    sample_seed: int = 0
+    """Seed of the quadrotor sample (RAPTOR: 0); held-out evaluation sets use other seeds."""
+    group_size: int = 64
+    """Teachers trained together as one batched network; one group is one Ray task."""
+    envs_per_teacher: int = 128
+    iterations: int = 400
+    """PPO iterations of every group."""
+    eval_episodes: int = 16
+    """Random starts each teacher flies on its own quadrotor to decide whether it is kept."""
+    eval_duration_s: float = 10.0
+    """Length of those flights (the hover criterion's 10 s; shorter only for smoke tests)."""
+    keep_success_rate: float = 0.9
+    """A teacher is kept when this fraction of its flights meet the hover bound (0.10 m from 3 s on)..."""
+    keep_rmse_m: float = 0.10
+    """... and its median position RMSE over the last 5 s is at most this [m]."""
+    speedup_iterations: int = 4
+    """PPO iterations timed for the batched-vs-one-by-one throughput ratio (0: skip the measurement)."""
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    """Ray cluster to join with backend 'ray' (None: start a local Ray with `threads` CPUs)."""
+
+    def __post_init__(self) -> None:
+        if self.num_teachers < 1 or self.group_size < 1 or self.envs_per_teacher < 1:
+            raise ValueError("num_teachers, group_size and envs_per_teacher must be >= 1")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"farm.backend must be 'local' or 'ray', got {self.backend!r}")
+
+
+@dataclass
+class StudentConfig:
+    envs_per_teacher: int = 16
+    """Envs of each kept teacher's quadrotor in the distillation batch."""
+    observation_noise: float = 0.005
+    """Std of the noise on the student's observation (the teachers label from clean ones)."""
+    learn_initial_state: bool = False
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass
+class RaptorTrainConfig:
+    env: QuadrotorEnvConfig = field(default_factory=lambda: QuadrotorEnvConfig(platform="raptor"))
+    """The task of teachers and student; num_envs and platform are set by the farm."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    farm: FarmConfig = field(default_factory=FarmConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    seed: int = 0
+    threads: int = 2
+    """torch intra-op threads of each group's training (with Ray: CPUs per task)."""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RaptorTrainConfig:
+    data = load_yaml(path or DEFAULT_CONFIG)
+    data = apply_overrides(data, overrides or [], RaptorTrainConfig)
+    return from_dict(RaptorTrainConfig, data, str(path or DEFAULT_CONFIG))
+
+
+def load_run_config(run_dir: Path) -> RaptorTrainConfig:
+    return from_dict(RaptorTrainConfig, load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))

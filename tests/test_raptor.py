@@ -1,0 +1,200 @@
+"""The RAPTOR pipeline: the student's architecture, the batched teacher farm, DAgger, the student bundle,
+the Ray backend and `robotrl train raptor` end to end on tiny budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robotrl.algos.distill import DAgger, DistillConfig
+from robotrl.algos.ppo import PPO, PPOConfig
+from robotrl.cli import main
+from robotrl.envs.quadrotor.env import QuadrotorEnv
+from robotrl.policies.grouped_mlp import GroupedActorCritic
+from robotrl.policies.recurrent_student import RecurrentStudent
+from robotrl.recipes.raptor import StudentController, student_env
+from robotrl.recipes.raptor_config import load_config
+from robotrl.recipes.raptor_farm import load_teacher_farm, sample_quadrotors, train_farm
+from robotrl.runtime.policy_runner import PolicyRunner
+
+TINY = [
+    "farm.num_teachers=4", "farm.group_size=2", "farm.envs_per_teacher=16", "farm.iterations=2",
+    "farm.eval_episodes=2", "farm.eval_duration_s=1.0", "farm.keep_success_rate=0.0",
+    "farm.keep_rmse_m=100.0", "farm.speedup_iterations=1", "student.envs_per_teacher=2",
+    "student.distill.bc_rollouts=1", "student.distill.dagger_rollouts=1", "student.distill.rollout_steps=40",
+    "student.distill.updates_per_rollout=2", "threads=1",
+]  # fmt: skip
+"""A farm that trains in seconds; keep thresholds open so that every teacher reaches the student."""
+
+
+def test_student_is_exactly_raptors_2084_parameter_architecture() -> None:
+    student = RecurrentStudent()
+    layers = [(name, type(m)) for name, m in student.named_children()]
+    assert layers == [("input_layer", nn.Linear), ("gru", nn.GRU), ("output_layer", nn.Linear)]
+    assert (student.input_layer.in_features, student.input_layer.out_features) == (22, 16)
+    assert (student.gru.input_size, student.gru.hidden_size, student.gru.num_layers) == (16, 16, 1)
+    assert (student.output_layer.in_features, student.output_layer.out_features) == (16, 4)
+    assert student.parameter_count() == 2084
+    assert not student.initial_state.requires_grad and torch.all(student.initial_state == 0)
+    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    assert trainable == 2084 - 16
+
+
+def test_student_step_equals_its_sequence() -> None:
+    student = RecurrentStudent()
+    obs = torch.randn(30, 3, 22)
+    sequence, last = student.sequence(obs)
+    hidden = student.initial(3)
+    for t in range(30):
+        action, hidden = student(obs[t], hidden)
+        torch.testing.assert_close(action, sequence[t].clamp(-1, 1))
+    torch.testing.assert_close(hidden, last)
+
+
+def _grouped(groups: int = 3) -> GroupedActorCritic:
+    torch.manual_seed(0)
+    return GroupedActorCritic(
+        groups, 22, QuadrotorEnv.privileged_dim, 4, activation="relu", init_log_std=-1.0
+    )
+
+
+def test_a_farm_member_is_the_same_policy_alone() -> None:
+    farm = _grouped()
+    with torch.no_grad():
+        for p in farm.actor.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # away from the small-last-layer initialisation
+    obs, privileged = torch.randn(3 * 5, 22), torch.randn(3 * 5, QuadrotorEnv.privileged_dim)
+    means, values = farm.action_mean(obs), farm.value(privileged)
+    for g in range(3):
+        rows = slice(5 * g, 5 * (g + 1))
+        alone = farm.member(g)
+        torch.testing.assert_close(alone.action_mean(obs[rows]), means[rows])
+        torch.testing.assert_close(alone.value(privileged[rows]), values[rows])
+    pair = farm.select([2, 0])
+    torch.testing.assert_close(
+        pair.action_mean(torch.cat((obs[10:15], obs[0:5]))), torch.cat((means[10:15], means[0:5]))
+    )
+
+
+def _fill_storage(ppo: PPO, generator: torch.Generator, member_1_scale: float) -> None:
+    s = ppo.storage
+    for buf in (s.obs, s.privileged_obs, s.actions):
+        buf.copy_(torch.randn(buf.shape, generator=generator))
+    s.rewards.copy_(torch.randn(s.rewards.shape, generator=generator))
+    half = s.rewards.shape[1] // 2
+    s.rewards[:, half:] *= member_1_scale  # only the second member's data differs between the runs
+    s.obs[:, half:] *= member_1_scale
+    with torch.no_grad():
+        s.log_probs.copy_(
+            ppo.policy.distribution(s.obs.flatten(0, 1))
+            .log_prob(s.actions.flatten(0, 1))
+            .sum(-1)
+            .view_as(s.rewards)
+        )
+    s.dones.zero_()
+    s.step = s.obs.shape[0]
+    ppo.compute_returns(torch.randn(s.obs.shape[1], s.privileged_obs.shape[-1], generator=generator))
+
+
+def test_each_member_learns_as_if_alone() -> None:
+    """Member 0's update does not depend on member 1's data (advantages, clipping and loss per member)."""
+    results = []
+    for scale in (1.0, 25.0):
+        ppo = PPO(_grouped(2), PPOConfig(num_steps=8, desired_kl=0.0), num_envs=2 * 16, seed=0)
+        _fill_storage(ppo, torch.Generator().manual_seed(1), scale)
+        ppo.update()
+        results.append({k: v.detach().clone() for k, v in ppo.policy.named_parameters()})
+    for name, tensor in results[0].items():
+        torch.testing.assert_close(tensor[0], results[1][name][0], msg=f"member 0's {name} changed")
+        assert not torch.equal(tensor[1], results[1][name][1]), f"member 1's {name} did not see its own data"
+
+
+def test_dagger_fits_the_student_to_its_teacher() -> None:
+    """A teacher that is a fixed function of the observation: the distillation loss must fall."""
+    config = load_config(None, TINY)
+    farm_params = sample_quadrotors(config.farm)
+    env = QuadrotorEnv(
+        dataclasses.replace(config.env, num_envs=16, platform="raptor"),
+        params=farm_params.index(torch.arange(4).repeat_interleave(4)),
+    )
+    hover = env.params.hover_action().unsqueeze(-1)
+
+    def teacher(privileged: torch.Tensor) -> torch.Tensor:
+        return (hover - 0.3 * privileged[:, 2:3] - 0.1 * privileged[:, 14:15]).clamp(-1, 1).expand(-1, 4)
+
+    torch.manual_seed(0)
+    config = DistillConfig(
+        rollout_steps=60, updates_per_rollout=25, minibatch_sequences=16, learning_rate=3e-3
+    )
+    dagger = DAgger(RecurrentStudent(), teacher, config)
+    untrained = dagger.collect(env, teacher_drives=False)["distill/on_policy_action_mse"]
+    dagger.collect(env, teacher_drives=True)
+    losses = [dagger.update()["loss/distill_mse"] for _ in range(6)]
+    assert losses[-1] < 0.3 * losses[0], losses
+    # On its own states the trained student is much closer to its teacher than the untrained one was.
+    trained = dagger.collect(env, teacher_drives=False)["distill/on_policy_action_mse"]
+    assert trained < 0.3 * untrained, (untrained, trained)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("raptor") / "run"
+    args = ["train", "raptor", "--run-dir", str(run), "--no-progress"]
+    assert main([*args, *(a for item in TINY for a in ("--set", item))]) == 0
+    return run
+
+
+def test_train_raptor_writes_teachers_student_and_a_recurrent_bundle(tiny_run: Path) -> None:
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["teachers_trained"] == 4 and summary["student_parameters"] == 2084
+    assert summary["speedup"]["speedup"] > 0
+    assert (tiny_run / "teachers.md").read_text().startswith(f"{summary['teachers_kept']} of 4 teachers kept")
+    runner = PolicyRunner(tiny_run / "bundle")
+    (state,) = runner.spec.policy.recurrent_state
+    assert (state.input_name, state.output_name, state.shape) == ("hidden", "hidden_next", (1, "batch", 16))
+    assert state.initial == (0.0,) * 16
+    # The bundle carries the GRU state exactly as the torch student does, step after step.
+    farm = load_teacher_farm(tiny_run)
+    config = load_config(tiny_run / "config.yaml")
+    env = student_env(config, farm, [0, 1])
+    student = RecurrentStudent()
+    student.load_state_dict(
+        torch.load(tiny_run / "student" / "checkpoint.pt", weights_only=False)["dagger"]["student"]
+    )
+    reference = StudentController(student)
+    reference.reset(env.num_envs)
+    runner.reset(env.num_envs)
+    obs = env.reset().numpy()
+    for _ in range(50):
+        expected = reference.act(obs)
+        np.testing.assert_allclose(runner.step(obs), expected, atol=1e-5)
+        obs = env.step(torch.from_numpy(expected))[0].numpy()
+    assert not np.allclose(runner.state["hidden"], 0.0)
+
+
+def test_resume_reuses_the_finished_stages(tiny_run: Path) -> None:
+    before = json.loads((tiny_run / "stages.json").read_text())
+    assert main(["train", "raptor", "--run-dir", str(tiny_run), "--resume", "--no-progress"]) == 0
+    after = json.loads((tiny_run / "stages.json").read_text())
+    assert after["teachers_wall_s"] == before["teachers_wall_s"]  # the farm was not trained again
+    assert after["speedup"] == before["speedup"]
+
+
+def test_ray_backend_trains_the_same_teachers(tmp_path: Path) -> None:
+    config = load_config(None, TINY)
+    local = train_farm(config, tmp_path / "local", progress=False)
+    on_ray = train_farm(
+        dataclasses.replace(config, farm=dataclasses.replace(config.farm, backend="ray")),
+        tmp_path / "ray",
+        progress=False,
+    )
+    assert [r["members"] for r in on_ray] == [r["members"] for r in local] == [[0, 1], [2, 3]]
+    for a, b in zip(local, on_ray, strict=True):
+        for name, tensor in a["policy"].items():
+            torch.testing.assert_close(tensor, b["policy"][name], rtol=0, atol=0, msg=name)
