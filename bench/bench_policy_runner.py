@@ -23,25 +23,11 @@ from robotrl.envs.quadrotor.observations import ACTION_DIM, OBSERVATION_DIM
 from robotrl.export.bundle import PolicySpec, RecurrentState
 from robotrl.export.export import export_bundle
 from robotrl.policies.mlp import ActorCritic
+from robotrl.policies.recurrent_student import RecurrentStudent
 from robotrl.recipes.quadrotor import quadrotor_policy_spec
 from robotrl.runtime.policy_runner import PolicyRunner, create_session
 
 TARGET_MEDIAN_US = 50.0
-GRU_HIDDEN = 16
-
-
-class GruStudent(nn.Module):
-    """The recurrent student's shape: 22 -> 16 ReLU -> GRU(16) -> 16 -> 4."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(OBSERVATION_DIM, GRU_HIDDEN), nn.ReLU())
-        self.gru = nn.GRU(GRU_HIDDEN, GRU_HIDDEN)
-        self.head = nn.Linear(GRU_HIDDEN, ACTION_DIM)
-
-    def forward(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features, h_next = self.gru(self.encoder(obs).unsqueeze(0), h)
-        return torch.tanh(self.head(features.squeeze(0))), h_next
 
 
 def quadrotor_spec(recurrent_state: tuple[RecurrentState, ...]) -> PolicySpec:
@@ -100,13 +86,16 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     mlp = ActorCritic(OBSERVATION_DIM, OBSERVATION_DIM, ACTION_DIM).deterministic_actor()
-    state = RecurrentState("h_in", "h_out", (1, "batch", GRU_HIDDEN), (0.0,) * GRU_HIDDEN)
+    student = RecurrentStudent()  # RAPTOR's 2084-parameter student
+    state = RecurrentState(
+        "hidden", "hidden_next", (1, "batch", student.hidden_size), (0.0,) * student.hidden_size
+    )
     print(f"median / p99 latency per call in us, one observation, one thread ({args.calls} calls)")
     print("name  params")
     with tempfile.TemporaryDirectory() as tmp:
         ok = [
             bench("mlp", mlp, quadrotor_spec(()), Path(tmp), args.calls),
-            bench("gru", GruStudent(), quadrotor_spec((state,)), Path(tmp), args.calls),
+            bench("gru", student, quadrotor_spec((state,)), Path(tmp), args.calls),
         ]
     print(f"target median <= {TARGET_MEDIAN_US:.0f} us: {'met' if all(ok) else 'MISSED'}")
 

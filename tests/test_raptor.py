@@ -90,13 +90,10 @@ def _fill_storage(ppo: PPO, generator: torch.Generator, member_1_scale: float) -
     half = s.rewards.shape[1] // 2
     s.rewards[:, half:] *= member_1_scale  # only the second member's data differs between the runs
     s.obs[:, half:] *= member_1_scale
+    s.privileged_obs[:, half:] *= member_1_scale
     with torch.no_grad():
-        s.log_probs.copy_(
-            ppo.policy.distribution(s.obs.flatten(0, 1))
-            .log_prob(s.actions.flatten(0, 1))
-            .sum(-1)
-            .view_as(s.rewards)
-        )
+        for t in range(s.obs.shape[0]):
+            s.log_probs[t] = ppo.policy.distribution(s.obs[t]).log_prob(s.actions[t]).sum(-1)
     s.dones.zero_()
     s.step = s.obs.shape[0]
     ppo.compute_returns(torch.randn(s.obs.shape[1], s.privileged_obs.shape[-1], generator=generator))
@@ -109,7 +106,15 @@ def test_each_member_learns_as_if_alone() -> None:
         ppo = PPO(_grouped(2), PPOConfig(num_steps=8, desired_kl=0.0), num_envs=2 * 16, seed=0)
         _fill_storage(ppo, torch.Generator().manual_seed(1), scale)
         ppo.update()
+        ppo.compute_returns(torch.zeros(ppo.storage.obs.shape[1], QuadrotorEnv.privileged_dim))
         results.append({k: v.detach().clone() for k, v in ppo.policy.named_parameters()})
+    # And each env's value is its own member's critic's (rollout storage is step-major, the farm group-major).
+    s = ppo.storage
+    for g in range(2):
+        rows = slice(16 * g, 16 * (g + 1))
+        with torch.no_grad():
+            own = torch.stack([ppo.policy.member(g).value(p[rows]) for p in s.privileged_obs])
+        torch.testing.assert_close(s.values[:, rows], own)
     for name, tensor in results[0].items():
         torch.testing.assert_close(tensor[0], results[1][name][0], msg=f"member 0's {name} changed")
         assert not torch.equal(tensor[1], results[1][name][1]), f"member 1's {name} did not see its own data"

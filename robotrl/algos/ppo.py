@@ -143,7 +143,10 @@ class PPO:
     @torch.no_grad()
     def compute_returns(self, last_privileged_obs: torch.Tensor) -> None:
         s = self.storage
-        s.values = self.policy.value(s.privileged_obs.flatten(0, 1)).view_as(s.rewards)
+        # Rows in group-major order for a grouped critic: [S, G*E] -> [G, S, E] and back.
+        by_group = s.privileged_obs.unflatten(1, (self.groups, -1)).transpose(0, 1)
+        values = self.policy.value(by_group.flatten(0, 2)).view(by_group.shape[:3])
+        s.values = values.transpose(0, 1).flatten(1, 2)
         s.advantages, s.returns = compute_gae(
             s.rewards,
             s.values,

@@ -27,7 +27,7 @@ class FarmConfig:
     group_size: int = 64
     """Teachers trained together as one batched network; one group is one Ray task."""
     envs_per_teacher: int = 128
-    iterations: int = 400
+    iterations: int = 800
     """PPO iterations of every group."""
     eval_episodes: int = 16
     """Random starts each teacher flies on its own quadrotor to decide whether it is kept."""

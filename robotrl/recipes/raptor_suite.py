@@ -34,35 +34,25 @@ from robotrl.recipes.raptor_report import GEOMETRIC, RAPTOR, STUDENT, TEACHERS, 
 
 log = logging.getLogger(__name__)
 
-_PREVIOUS_ACTION = slice(18, 22)
-"""The previous-action field of the 22-value observation."""
-
 
 class RaptorCheckpoint:
     """The official RAPTOR checkpoint behind the Controller protocol.
 
     Its evaluator keeps the GRU state itself: `reset()` drops it and the next step tiles the initial state to
-    that step's batch. It was trained to see a previous action of 0 on the first step of an episode (our env
-    reports the hover action there), so the first observation after a reset gets zeros in that field.
+    that step's batch. The suite's flights start with a previous action of 0, as the checkpoint was trained.
     """
 
     def __init__(self) -> None:
         from foundation_policy import Raptor
 
         self._policy = Raptor()
-        self._first_step = True
 
     def reset(self, batch_size: int) -> None:
         del batch_size  # the evaluator sizes its state on the next step
         self._policy.reset()
-        self._first_step = True
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.array(obs, dtype=np.float64)
-        if self._first_step:
-            obs[:, _PREVIOUS_ACTION] = 0.0
-            self._first_step = False
-        return self._policy.evaluate_step(obs).astype(np.float32)
+        return self._policy.evaluate_step(np.asarray(obs, dtype=np.float64)).astype(np.float32)
 
 
 def raptor_checkpoint() -> RaptorCheckpoint | None:

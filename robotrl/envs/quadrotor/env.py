@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -104,12 +105,20 @@ class QuadrotorEnvConfig:
     disturbance_max_weight_fraction: float = 0.0
     """Constant per-episode world force: up to this fraction of (T/W - 1) x weight (RAPTOR: 0.3)."""
     observation_noise: float = 0.0
+    initial_previous_action: Literal["hover", "zero"] = "hover"
+    """The 'previous action' of an episode's first observation: the quadrotor's own hover action, or 0 as
+    RAPTOR and the robot-side policy node use (a policy for many quadrotors must not be told their hover
+    command)."""
     """Std of Gaussian noise added to the policy observation (not the privileged one)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.initial_previous_action not in ("hover", "zero"):
+            raise ValueError(
+                f"initial_previous_action must be 'hover' or 'zero', got {self.initial_previous_action!r}"
+            )
         if self.dt <= 0 or self.episode_length_s < self.dt:
             raise ValueError(
                 f"need dt > 0 and episode_length_s >= dt, got {self.dt}, {self.episode_length_s}"
@@ -236,7 +245,10 @@ class QuadrotorEnv:
         self.state[env_ids] = sample_initial_state(
             params, self.config.init, self.target_position_w[env_ids], self.target_velocity_w[env_ids], g
         )
-        self.previous_action[env_ids] = params.hover_action().unsqueeze(-1).expand(n, ACTION_DIM)
+        if self.config.initial_previous_action == "hover":
+            self.previous_action[env_ids] = params.hover_action().unsqueeze(-1).expand(n, ACTION_DIM)
+        else:
+            self.previous_action[env_ids] = 0.0
 
         max_force = self.config.disturbance_max_weight_fraction * (params.thrust_to_weight - 1.0).clamp_min(
             0.0

@@ -226,6 +226,7 @@ def run_scenario(
         dt=config.dt,
         seed=config.seed,
         target=TargetConfig(mode=scenario.target_mode),
+        initial_previous_action="zero",  # as RAPTOR was trained and the robot flies: no hover command given
     )
     log = fly(controller, env_config, scenario.duration_s, params=params, on_step=scenario.change)
     episodes = scenario.score(log)
