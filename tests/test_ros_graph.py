@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+import torch
 import yaml
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
-from std_msgs.msg import Header
+from std_msgs.msg import Header, UInt32
 from std_srvs.srv import Trigger
 
 from robotrl.deployment import DeploymentConfig, NodesConfig, RecorderConfig, ReferenceConfig, node_list
@@ -27,7 +28,7 @@ from robotrl.export.bundle import BundleError
 from robotrl.hil.recording import read_transitions
 from robotrl.safety import Mode
 from robotrl_ros.graph import ComposedGraph
-from robotrl_ros.messages import COMMAND_QOS, STATE_QOS, now_s, to_time
+from robotrl_ros.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS, now_s, to_time
 
 FENCE_MIN = np.array((-2.0, -2.0, 0.0))
 FENCE_MAX = np.array((2.0, 2.0, 2.5))
@@ -216,6 +217,27 @@ def test_a_corrupt_or_mismatched_bundle_stops_the_policy_node(hover_bundle: Path
     slow = dataclasses.replace(config(hover_bundle), control_rate_hz=50.0)
     with pytest.raises(ValueError, match=r"runs at 100\.0 Hz"):
         ComposedGraph([s for s in node_list(slow) if s.name == "policy"])
+
+
+def test_an_episode_start_resets_a_recurrent_policy(tmp_path: Path) -> None:
+    """The GRU state of a recurrent bundle goes back to its initial value when the safety node arms."""
+    from robotrl.policies.recurrent_student import RecurrentStudent
+    from robotrl.recipes.raptor import export_student
+    from robotrl.recipes.raptor_config import load_config
+
+    torch.manual_seed(0)
+    bundle = export_student(load_config(), RecurrentStudent(), tmp_path / "student", {})
+    with ComposedGraph([s for s in node_list(config(bundle)) if s.name == "policy"]) as graph:
+        runner = graph.nodes["policy"].runner
+        initial = runner.state["hidden"]
+        for _ in range(20):
+            runner.step(np.full((1, 22), 0.3, np.float32))
+        assert not np.allclose(runner.state["hidden"], initial)
+        safety = graph.add(rclpy.create_node("test_safety"))
+        pub = safety.create_publisher(UInt32, "/robotrl/episode", LATCHED_QOS)
+        assert graph.spin_until(lambda: pub.get_subscription_count() > 0, 5.0)
+        pub.publish(UInt32(data=1))
+        assert graph.spin_until(lambda: np.array_equal(runner.state["hidden"], initial), 2.0)
 
 
 class Operator(Node):

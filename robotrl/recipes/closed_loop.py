@@ -45,8 +45,10 @@ def fly_direct(
         state = robot.advance(t)
         if armed_at is None:
             armed, why = chain.arm(bundle_ok=True, now_s=t)
-            armed_at = t if armed else None
-            if not armed and t > ARM_TIMEOUT_S:
+            if armed:
+                armed_at = t
+                runner.reset(1)  # the episode starts: as the policy node does on /robotrl/episode
+            elif t > ARM_TIMEOUT_S:
                 raise RuntimeError(f"the safety chain did not arm within {ARM_TIMEOUT_S} s: {why}")
         position, velocity = reference.at(0.0 if armed_at is None else t - armed_at)
         if armed_at is not None:

@@ -1,7 +1,9 @@
 """Runs a policy bundle with onnxruntime on every state message and publishes its action.
 
 It refuses to start on a bad bundle (the runtime's message says which check failed). It keeps the
-recurrent state of a recurrent bundle between steps. The previous action in the observation is the
+recurrent state of a recurrent bundle between steps and puts it back to the bundle's initial value when
+an episode starts (/robotrl/episode, on arming): what a recurrent policy saw while the robot sat disarmed
+is no flight to adapt to. The previous action in the observation is the
 command the motors last got (from /robotrl/motor_cmd), as in training, even when a filter or an
 operator changed it. A non-finite observation or output is published as NaN, so that the safety
 chain falls back at once rather than after a watchdog timeout.
@@ -13,12 +15,14 @@ import numpy as np
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from std_msgs.msg import UInt32
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from robotrl.control.state import quadrotor_observation
 from robotrl.runtime.policy_runner import NonFiniteActionError, NonFiniteObservationError, PolicyRunner
 from robotrl_ros.messages import (
     COMMAND_QOS,
+    LATCHED_QOS,
     RECORD_QOS,
     STATE_QOS,
     ReferenceWindow,
@@ -67,6 +71,7 @@ class PolicyNode(Node):
             MultiDOFJointTrajectory, "/robotrl/reference", self.on_reference, COMMAND_QOS
         )
         self.create_subscription(JointState, "/robotrl/motor_cmd", self.on_motor_cmd, COMMAND_QOS)
+        self.create_subscription(UInt32, "/robotrl/episode", self.on_episode, LATCHED_QOS)
         self.get_logger().info(f"policy node ready: {bundle} ({policy.task}, {policy.robot})")
 
     def on_reference(self, msg: MultiDOFJointTrajectory) -> None:
@@ -74,6 +79,10 @@ class PolicyNode(Node):
             self.reference = ReferenceWindow(msg)
         except ValueError as err:
             self.get_logger().error(f"ignoring reference: {err}")
+
+    def on_episode(self, msg: UInt32) -> None:
+        self.runner.reset(1)
+        self.get_logger().debug(f"episode {msg.data}: recurrent state reset")
 
     def on_motor_cmd(self, msg: JointState) -> None:
         if len(msg.effort) == self.previous_action.size:
