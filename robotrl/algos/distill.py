@@ -12,26 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
+from robotrl.algos.on_policy_runner import VecEnv
 from robotrl.policies.recurrent_student import RecurrentStudent
 
 Teacher = Callable[[torch.Tensor], torch.Tensor]
 """Privileged observations [N, P] -> deterministic teacher actions [N, A]."""
-
-
-class DistillEnv(Protocol):
-    num_envs: int
-
-    def reset(self, seed: int | None = None) -> torch.Tensor: ...
-
-    def step(
-        self, action: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]: ...
-
-    def privileged_observation(self) -> torch.Tensor: ...
 
 
 @dataclass
@@ -75,7 +64,7 @@ class DAgger:
         self.rollouts = 0
 
     @torch.no_grad()
-    def collect(self, env: DistillEnv, teacher_drives: bool) -> dict[str, float]:
+    def collect(self, env: VecEnv, teacher_drives: bool) -> dict[str, float]:
         """One rollout of every env into the buffer; returns how the driver did."""
         steps, n = self.config.rollout_steps, env.num_envs
         obs = env.reset()

@@ -66,8 +66,16 @@ class GroupedActorCritic(nn.Module):
         """`action_offset` [G, action_dim] centres each member's untrained actor (e.g. its hover action)."""
         super().__init__()
         self.groups = groups
-        self.hidden = (actor_hidden, critic_hidden)
-        self.activation = activation
+        # What one member is, for member() and select().
+        self.member_kwargs = {
+            "obs_dim": obs_dim,
+            "privileged_dim": privileged_dim,
+            "action_dim": action_dim,
+            "actor_hidden": actor_hidden,
+            "critic_hidden": critic_hidden,
+            "normalize_obs": normalize_obs,
+            "activation": activation,
+        }
         self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize_obs)
         self.privileged_normalizer = RunningNormalizer(privileged_dim)
         self.actor = grouped_mlp(groups, obs_dim, actor_hidden, action_dim, activation_class(activation))
@@ -107,18 +115,7 @@ class GroupedActorCritic(nn.Module):
 
     def select(self, members: list[int]) -> GroupedActorCritic:
         """A farm of only these members, in this order (shared normalisers copied)."""
-        obs_dim, privileged_dim = self.obs_normalizer.mean.shape[0], self.privileged_normalizer.mean.shape[0]
-        actor_hidden, critic_hidden = self.hidden
-        subset = GroupedActorCritic(
-            len(members),
-            obs_dim,
-            privileged_dim,
-            self.log_std.shape[-1],
-            actor_hidden=actor_hidden,
-            critic_hidden=critic_hidden,
-            normalize_obs=self.obs_normalizer.enabled,
-            activation=self.activation,
-        )
+        subset = GroupedActorCritic(len(members), **self.member_kwargs)
         index = torch.as_tensor(members, dtype=torch.long)
         shared = ("obs_normalizer.", "privileged_normalizer.")
         subset.load_state_dict(
@@ -128,18 +125,7 @@ class GroupedActorCritic(nn.Module):
 
     def member(self, index: int) -> ActorCritic:
         """Member `index` as a standalone ActorCritic (a copy: training the farm further leaves it alone)."""
-        obs_dim, privileged_dim = self.obs_normalizer.mean.shape[0], self.privileged_normalizer.mean.shape[0]
-        actor_hidden, critic_hidden = self.hidden
-        policy = ActorCritic(
-            obs_dim,
-            privileged_dim,
-            self.log_std.shape[-1],
-            actor_hidden=actor_hidden,
-            critic_hidden=critic_hidden,
-            action_offset=self.action_offset[index].clone(),
-            normalize_obs=self.obs_normalizer.enabled,
-            activation=self.activation,
-        )
+        policy = ActorCritic(**self.member_kwargs, action_offset=self.action_offset[index].clone())
         with torch.no_grad():
             for single, grouped in ((policy.actor, self.actor), (policy.critic, self.critic)):
                 for layer, stacked in zip(single, grouped, strict=True):

@@ -48,6 +48,16 @@ class PolicyConfig:
         if self.action_offset not in ("hover", "zero"):
             raise ValueError(f"action_offset must be 'hover' or 'zero', got {self.action_offset!r}")
 
+    def network_kwargs(self) -> dict[str, Any]:
+        """The ActorCritic / GroupedActorCritic arguments this config sets (all but the action offset)."""
+        return {
+            "actor_hidden": self.actor_hidden,
+            "critic_hidden": self.critic_hidden,
+            "init_log_std": self.init_log_std,
+            "normalize_obs": self.normalize_obs,
+            "activation": self.activation,
+        }
+
 
 @dataclass
 class EvalConfig:
@@ -94,12 +104,8 @@ def build_policy(config: QuadrotorTrainConfig, env: QuadrotorEnv) -> ActorCritic
         env.observation_dim,
         env.privileged_dim,
         env.action_dim,
-        actor_hidden=config.policy.actor_hidden,
-        critic_hidden=config.policy.critic_hidden,
-        init_log_std=config.policy.init_log_std,
         action_offset=offset,
-        normalize_obs=config.policy.normalize_obs,
-        activation=config.policy.activation,
+        **config.policy.network_kwargs(),
     )
 
 
@@ -179,6 +185,16 @@ def load_run(run_dir: str | Path) -> tuple[QuadrotorTrainConfig, ActorCritic]:
     return config, policy.eval()
 
 
+def training_safety_limits(env: QuadrotorEnvConfig) -> dict[str, float]:
+    """The limits a quadrotor policy was trained under, for its bundle (checked against the robot's)."""
+    return {
+        "max_position_error_m": env.max_position_error_m,
+        "max_linear_velocity_mps": env.max_linear_velocity_mps,
+        "max_angular_velocity_radps": env.max_angular_velocity_radps,
+        "init_tilt_deg": env.init.tilt_deg,
+    }
+
+
 def quadrotor_policy_spec(
     task: str,
     robot: str,
@@ -220,12 +236,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, recorded_steps: int = 2
         task=f"quadrotor_{env_cfg.target.mode}",
         robot=env_cfg.platform,
         control_rate_hz=1.0 / env_cfg.dt,
-        safety_limits={
-            "max_position_error_m": env_cfg.max_position_error_m,
-            "max_linear_velocity_mps": env_cfg.max_linear_velocity_mps,
-            "max_angular_velocity_radps": env_cfg.max_angular_velocity_radps,
-            "init_tilt_deg": env_cfg.init.tilt_deg,
-        },
+        safety_limits=training_safety_limits(env_cfg),
         normalize_obs=config.policy.normalize_obs,
     )
     return export_bundle(

@@ -32,7 +32,7 @@ from robotrl.envs.quadrotor.env import QuadrotorEnv
 from robotrl.export.bundle import RecurrentState
 from robotrl.export.export import export_bundle
 from robotrl.policies.recurrent_student import RecurrentStudent
-from robotrl.recipes.quadrotor import prepare_run_dir, quadrotor_policy_spec
+from robotrl.recipes.quadrotor import prepare_run_dir, quadrotor_policy_spec, training_safety_limits
 from robotrl.recipes.raptor_config import RaptorTrainConfig, load_config
 from robotrl.recipes.raptor_farm import (
     TEACHERS_FILE,
@@ -135,12 +135,7 @@ def export_student(
         task="quadrotor_raptor",
         robot="raptor",
         control_rate_hz=1.0 / env_cfg.dt,
-        safety_limits={
-            "max_position_error_m": env_cfg.max_position_error_m,
-            "max_linear_velocity_mps": env_cfg.max_linear_velocity_mps,
-            "max_angular_velocity_radps": env_cfg.max_angular_velocity_radps,
-            "init_tilt_deg": env_cfg.init.tilt_deg,
-        },
+        safety_limits=training_safety_limits(env_cfg),
         recurrent_state=(state,),
         normalize_obs=False,
     )

@@ -57,12 +57,8 @@ def build_group(config: RaptorTrainConfig, params: QuadrotorParams) -> GroupedAc
         QuadrotorEnv.observation_dim,
         QuadrotorEnv.privileged_dim,
         QuadrotorEnv.action_dim,
-        actor_hidden=config.policy.actor_hidden,
-        critic_hidden=config.policy.critic_hidden,
-        init_log_std=config.policy.init_log_std,
         action_offset=offset,
-        normalize_obs=config.policy.normalize_obs,
-        activation=config.policy.activation,
+        **config.policy.network_kwargs(),
     )
 
 
