@@ -49,10 +49,15 @@ def _geometric(platform: str, dt: float) -> object:
 
 
 def _resolve_target(target: str) -> tuple[str, object, str | None]:
-    """(label, controller, platform the target was trained on) for a run dir, a bundle dir or 'geometric'."""
+    """(label, controller, platform the target was trained on) for a run dir, a bundle dir or 'geometric'.
+
+    A `train raptor` run stands for the student bundle it exported.
+    """
     if target == "geometric":
         return "geometric", None, None
     path = Path(target)
+    if _is_raptor_run(path):
+        path = path / "bundle"
     if (path / "policy.yaml").is_file():
         controller = _RunnerController(path)
         return f"bundle:{path.name}", controller, controller.runner.spec.policy.robot
@@ -219,6 +224,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_raptor_run(path: Path) -> bool:
+    from robotrl.recipes.raptor_farm import TEACHERS_FILE
+
+    return (path / TEACHERS_FILE).is_file() and (path / "bundle" / "policy.yaml").is_file()
+
+
 def _eval_suite(args: argparse.Namespace) -> int:
     """`eval --suite raptor`: the target is the student (robotrl.recipes.raptor_suite)."""
     from robotrl.envs.quadrotor.raptor_suite import SuiteConfig
@@ -232,6 +243,8 @@ def _eval_suite(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else default_out
     config = SuiteConfig(episodes_per_quadrotor=8 if args.episodes is None else args.episodes, seed=args.seed)
     teachers = Path(args.teachers) if args.teachers else None
+    if teachers is None and _is_raptor_run(Path(args.target)):
+        teachers = Path(args.target)  # a raptor run: its student and its own teachers
     report = run_raptor_suite(out_dir, student, teachers, args.quadrotors, config)  # type: ignore[arg-type]
     print_report(report)
     print("wrote " + ", ".join(str(out_dir / name) for name in report["files"]))
@@ -418,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="fly a run, a bundle or the geometric baseline and score it")
-    ev.add_argument("target", help="a run directory, a bundle directory, or 'geometric'")
+    ev.add_argument(
+        "target", help="a run directory (a raptor run: its student), a bundle directory, or 'geometric'"
+    )
     ev.add_argument(
         "--baseline", action="store_true", help="also fly the geometric baseline on the same starts"
     )

@@ -203,3 +203,11 @@ def test_ray_backend_trains_the_same_teachers(tmp_path: Path) -> None:
     for a, b in zip(local, on_ray, strict=True):
         for name, tensor in a["policy"].items():
             torch.testing.assert_close(tensor, b["policy"][name], rtol=0, atol=0, msg=name)
+
+
+def test_eval_takes_a_raptor_run_for_its_student(tiny_run: Path) -> None:
+    from robotrl.cli import _resolve_target
+
+    label, controller, robot = _resolve_target(str(tiny_run))
+    assert label == "bundle:bundle" and robot == "raptor"
+    assert controller.runner.spec.policy.recurrent_state  # type: ignore[attr-defined]

@@ -27,13 +27,13 @@ Teacher = Callable[[torch.Tensor], torch.Tensor]
 class DistillConfig:
     bc_rollouts: int = 10
     """Rollouts the teachers fly before the student takes over (RAPTOR: 10 epochs of teacher-driven BC)."""
-    dagger_rollouts: int = 60
+    dagger_rollouts: int = 290
     """Rollouts the student flies while the teachers label every step."""
     rollout_steps: int = 500
     """Steps of a rollout: one episode (5 s at 100 Hz), all of it backpropagated through."""
-    buffer_rollouts: int = 8
+    buffer_rollouts: int = 16
     """The aggregated dataset: the latest rollouts kept for training."""
-    updates_per_rollout: int = 8
+    updates_per_rollout: int = 16
     minibatch_sequences: int = 256
     learning_rate: float = 1e-3
     final_learning_rate: float = 1e-4

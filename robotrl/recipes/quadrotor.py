@@ -157,11 +157,13 @@ def train(
 
 
 def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
-    """A new run gets an empty directory and its resolved config.yaml; a resumed one must have both."""
+    """A new run gets an empty directory and its resolved config.yaml; a resumed one must have both, and its
+    config.yaml then records the overrides the resumed run was given (e.g. a longer budget)."""
     config_path = run_dir / "config.yaml"
     if resume:
         if not config_path.is_file():
             raise ConfigError(f"cannot resume: {config_path} does not exist (is {run_dir} a run directory?)")
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO
 from robotrl.config import ConfigError
 from robotrl.envs.quadrotor.env import QuadrotorEnv, QuadrotorEnvConfig
-from robotrl.envs.quadrotor.evaluation import Controller, FlightLog, HoverCriterion, fly, hover_metrics
+from robotrl.envs.quadrotor.evaluation import (
+    Controller,
+    FlightLog,
+    HoverCriterion,
+    TorchController,
+    fly,
+    hover_metrics,
+)
 from robotrl.envs.quadrotor.params import QuadrotorParams
 from robotrl.envs.quadrotor.platforms import RaptorDistribution
 from robotrl.policies.grouped_mlp import GroupedActorCritic
@@ -109,19 +116,20 @@ def train_farm(config: RaptorTrainConfig, run_dir: Path, progress: bool = True) 
         return done_dir / f"group_{g:03d}.pt"
 
     todo = [g for g in groups if not done_path(g).is_file()]
+    # Each group is written as soon as it is done, so an interrupted farm resumes from the next one.
     if config.farm.backend == "ray" and todo:
-        results = _train_groups_on_ray(config, run_dir, todo)
+        for g, result in _train_groups_on_ray(config, run_dir, todo):
+            torch.save(result, done_path(g))
     else:
-        results = {g: train_group(config, g, run_dir, progress) for g in todo}
-    for g, result in results.items():
-        torch.save(result, done_path(g))
+        for g in todo:
+            torch.save(train_group(config, g, run_dir, progress), done_path(g))
     return [torch.load(done_path(g), weights_only=False) for g in groups]
 
 
 def _train_groups_on_ray(
     config: RaptorTrainConfig, run_dir: Path, todo: list[int]
-) -> dict[int, dict[str, Any]]:
-    """One Ray task a group (about 1 ms of overhead a task: never finer than a group)."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """One Ray task a group (about 1 ms of overhead a task: never finer than a group), yielded as done."""
     import os
 
     import ray
@@ -133,8 +141,10 @@ def _train_groups_on_ray(
         ray.init(address="local", num_cpus=config.threads, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=config.threads)(train_group)
-        futures = {g: task.remote(config, g, run_dir, False) for g in todo}
-        return {g: ray.get(f) for g, f in futures.items()}
+        pending = {task.remote(config, g, run_dir, False): g for g in todo}
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(ready), ray.get(ready)
     finally:
         ray.shutdown()
 
@@ -156,7 +166,7 @@ class TeacherFarm:
     def num_teachers(self) -> int:
         return self.params.num_envs
 
-    def actor(self, teachers: list[int], per_teacher: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def actor(self, teachers: list[int], per_teacher: int) -> TeacherBlocks:
         """Deterministic actions of `teachers` for observations [len(teachers) * per_teacher, 22],
         rows teacher-major in the order given."""
         where = {t: (g, i) for g, ids in enumerate(self.members) for i, t in enumerate(ids)}
@@ -168,34 +178,28 @@ class TeacherFarm:
                 runs[-1][1].append(i)
             else:
                 runs.append((self.groups[g], [i]))
-        selected = [(group.select(ids).eval(), len(ids) * per_teacher) for group, ids in runs]
+        return TeacherBlocks(
+            [group.select(ids).deterministic_actor() for group, ids in runs],
+            [len(ids) * per_teacher for _, ids in runs],
+        )
 
-        @torch.no_grad()
-        def act(obs: torch.Tensor) -> torch.Tensor:
-            outs, start = [], 0
-            for module, rows in selected:
-                outs.append(module.action_mean(obs[start : start + rows]).clamp(-1.0, 1.0))
-                start += rows
-            return torch.cat(outs)
-
-        return act
-
-    def controller(self, episodes_per_quadrotor: int) -> FarmController:
+    def controller(self, episodes_per_quadrotor: int) -> TorchController:
         """All teachers as one Controller (robotrl.envs.quadrotor.evaluation): row q*K+k flies quadrotor q."""
-        return FarmController(self.actor(list(range(self.num_teachers)), episodes_per_quadrotor))
+        return TorchController(self.actor(list(range(self.num_teachers)), episodes_per_quadrotor))
 
 
-class FarmController:
-    """The Controller protocol over a teacher-major batch of teacher actors."""
+class TeacherBlocks(nn.Module):
+    """Teacher actors over consecutive blocks of rows, one block a (selected) group."""
 
-    def __init__(self, act: Callable[[torch.Tensor], torch.Tensor]):
-        self._act = act
+    def __init__(self, actors: list[nn.Module], rows: list[int]):
+        super().__init__()
+        self.actors = nn.ModuleList(actors)
+        self.rows = rows
 
-    def reset(self, batch_size: int) -> None:
-        del batch_size
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return self._act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [actor(block) for actor, block in zip(self.actors, obs.split(self.rows), strict=True)]
+        )
 
 
 def _subset(log: FlightLog, episodes: slice) -> FlightLog:
