@@ -211,3 +211,17 @@ def test_eval_takes_a_raptor_run_for_its_student(tiny_run: Path) -> None:
     label, controller, robot = _resolve_target(str(tiny_run))
     assert label == "bundle:bundle" and robot == "raptor"
     assert controller.runner.spec.policy.recurrent_state  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("platform", ["crazyflie", "x500"])
+def test_the_committed_student_hovers_the_lightest_and_the_heaviest_named_platform(platform: str) -> None:
+    """bundles/raptor_student (the default run's student) through onnxruntime, 32 random starts, 10 s."""
+    from robotrl.cli import _RunnerController
+    from robotrl.envs.quadrotor.env import QuadrotorEnvConfig
+    from robotrl.envs.quadrotor.evaluation import fly, hover_metrics
+
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "raptor_student"
+    config = QuadrotorEnvConfig(num_envs=32, platform=platform, seed=7, initial_previous_action="zero")
+    metrics = hover_metrics(fly(_RunnerController(bundle), config, 10.0))
+    assert metrics["crashes"] == 0, metrics
+    assert metrics["position_rmse_median_m"] < 0.06, metrics
