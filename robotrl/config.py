@@ -91,6 +91,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type) -> di
     return data
 
 
+def load_config_file(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
+    """Dataclass `cls` from a YAML file with `dotted.key=value` overrides applied."""
+    data = apply_overrides(load_yaml(path), overrides or [], cls)
+    return from_dict(cls, data, str(path))
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

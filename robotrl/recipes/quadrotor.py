@@ -18,7 +18,7 @@ import yaml
 
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
-from robotrl.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from robotrl.config import ConfigError, load_config_file, to_dict
 from robotrl.envs.quadrotor.env import QuadrotorEnv, QuadrotorEnvConfig
 from robotrl.envs.quadrotor.evaluation import HoverCriterion, TorchController, fly, hover_metrics
 from robotrl.envs.quadrotor.observations import ACTION_FIELDS, OBSERVATION_FIELDS
@@ -80,9 +80,7 @@ class QuadrotorTrainConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> QuadrotorTrainConfig:
-    data = load_yaml(path or DEFAULT_CONFIG)
-    data = apply_overrides(data, overrides or [], QuadrotorTrainConfig)
-    return from_dict(QuadrotorTrainConfig, data, str(path or DEFAULT_CONFIG))
+    return load_config_file(QuadrotorTrainConfig, path or DEFAULT_CONFIG, overrides)
 
 
 def eval_env_config(config: QuadrotorTrainConfig, platform: str | None = None) -> QuadrotorEnvConfig:
@@ -176,7 +174,7 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> None
 def load_run(run_dir: str | Path) -> tuple[QuadrotorTrainConfig, ActorCritic]:
     """The resolved config and the policy of a run's latest checkpoint."""
     run_dir = Path(run_dir)
-    config = from_dict(QuadrotorTrainConfig, load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    config = load_config_file(QuadrotorTrainConfig, run_dir / "config.yaml")
     marker = run_dir / "checkpoints" / "latest.txt"
     if not marker.is_file():
         raise ConfigError(f"{run_dir} has no checkpoint yet (no checkpoints/latest.txt); train it first")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from robotrl.algos.distill import DistillConfig
 from robotrl.algos.ppo import PPOConfig
-from robotrl.config import apply_overrides, from_dict, load_yaml
+from robotrl.config import load_config_file
 from robotrl.envs.quadrotor.env import QuadrotorEnvConfig
 from robotrl.recipes.quadrotor import PolicyConfig
 
@@ -74,10 +74,8 @@ class RaptorTrainConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RaptorTrainConfig:
-    data = load_yaml(path or DEFAULT_CONFIG)
-    data = apply_overrides(data, overrides or [], RaptorTrainConfig)
-    return from_dict(RaptorTrainConfig, data, str(path or DEFAULT_CONFIG))
+    return load_config_file(RaptorTrainConfig, path or DEFAULT_CONFIG, overrides)
 
 
 def load_run_config(run_dir: Path) -> RaptorTrainConfig:
-    return from_dict(RaptorTrainConfig, load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    return load_config_file(RaptorTrainConfig, run_dir / "config.yaml")
