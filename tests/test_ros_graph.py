@@ -165,11 +165,16 @@ def test_geofence_breach_falls_back_and_lands_inside(hover_bundle: Path) -> None
         assert_landed_inside(graph)
 
 
-def call(graph: ComposedGraph, service: str) -> Trigger.Response:
+def ready_client(graph: ComposedGraph, service: str) -> rclpy.client.Client:
+    """A client whose service is discovered, so that a call's timing is the call's alone."""
     client_node = graph.nodes.get("test_client") or graph.add(rclpy.create_node("test_client"))
     client = client_node.create_client(Trigger, service)
     assert graph.spin_until(client.service_is_ready, 5.0)
-    future = client.call_async(Trigger.Request())
+    return client
+
+
+def call(graph: ComposedGraph, service: str, client: rclpy.client.Client | None = None) -> Trigger.Response:
+    future = (client or ready_client(graph, service)).call_async(Trigger.Request())
     assert graph.spin_until(future.done, 2.0)
     return future.result()
 
@@ -178,8 +183,9 @@ def test_estop_zeroes_the_motors_within_one_period_and_latches_until_reset(hover
     with flying(config(hover_bundle)) as graph:
         log: MotorLog = graph.nodes["test_motor_log"]
         safety = graph.nodes["safety"]
-        before = now_s(log)
-        assert call(graph, "/robotrl/safety/estop").success
+        estop = ready_client(graph, "/robotrl/safety/estop")
+        before = now_s(log)  # the request leaves now: discovery is not part of the reaction
+        assert call(graph, "/robotrl/safety/estop", estop).success
         assert safety.chain.mode is Mode.ESTOP
         # Commands already on their way may still land; the first zero command comes within a period,
         # and from it on every command is zero, while the policy keeps publishing.

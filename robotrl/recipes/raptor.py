@@ -226,7 +226,9 @@ def _student_vs_teachers(
     out = {}
     for who, ms in (("student", student_metrics), ("teachers", teacher_metrics)):
         out[f"{who}_success_rate"] = float(np.mean([m["success_rate"] for m in ms]))
-        out[f"{who}_rmse_median_m"] = float(np.nanmedian([m["position_rmse_median_m"] for m in ms]))
+        rmse = np.array([m["position_rmse_median_m"] for m in ms])
+        flown = rmse[np.isfinite(rmse)]  # NaN: every episode on that quadrotor crashed
+        out[f"{who}_rmse_median_m"] = float(np.median(flown)) if flown.size else float("nan")
     return out
 
 
