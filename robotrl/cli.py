@@ -21,6 +21,7 @@ import numpy as np
 
 from robotrl.config import ConfigError
 from robotrl.export.bundle import BundleError
+from robotrl.tables import markdown_table, rich_table
 
 log = logging.getLogger("robotrl")
 
@@ -361,29 +362,27 @@ _COLUMNS = (
 )
 
 
-def _markdown_table(metrics: dict[str, dict[str, float]], platform: str, mode: str, episodes: int) -> str:
-    head = "| controller | " + " | ".join(title for _, title, _ in _COLUMNS) + " |"
-    rule = "|" + "---|" * (len(_COLUMNS) + 1)
+def _metric_rows(metrics: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    headers = ["controller"] + [title for _, title, _ in _COLUMNS]
     rows = [
-        f"| {name} | " + " | ".join(fmt.format(m[key]) for key, _, fmt in _COLUMNS) + " |"
+        [name] + [fmt.format(m.get(key, float("nan"))) for key, _, fmt in _COLUMNS]
         for name, m in metrics.items()
     ]
+    return headers, rows
+
+
+def _markdown_table(metrics: dict[str, dict[str, float]], platform: str, mode: str, episodes: int) -> str:
     return (
-        f"{episodes} episodes, platform {platform}, target {mode}\n\n" + "\n".join([head, rule, *rows]) + "\n"
+        f"{episodes} episodes, platform {platform}, target {mode}\n\n"
+        + markdown_table(*_metric_rows(metrics))
+        + "\n"
     )
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table()
-    table.add_column("controller", no_wrap=True)
-    for _, title, _ in _COLUMNS:
-        table.add_column(title, justify="right")
-    for name, m in metrics.items():
-        table.add_row(name, *(fmt.format(m.get(key, float("nan"))) for key, _, fmt in _COLUMNS))
-    Console().print(table)
+    Console().print(rich_table(*_metric_rows(metrics)))
 
 
 # ------------------------------------------------------------------------------------------ parser

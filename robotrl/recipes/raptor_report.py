@@ -21,6 +21,7 @@ import numpy as np
 
 from robotrl.envs.quadrotor.plots import plot_event_traces, plot_versus_mass
 from robotrl.envs.quadrotor.raptor_suite import TRAINING_GROUP, Flight, SuiteConfig, scenarios
+from robotrl.tables import markdown_table, rich_table
 
 STUDENT = "student"
 TEACHERS = "teachers"
@@ -204,9 +205,7 @@ def markdown(report: dict[str, Any]) -> str:
     if "student_vs_teachers" in report:
         lines += [_teacher_line(report["student_vs_teachers"]), ""]
     for title, headers, rows in summary_tables(report):
-        lines += [f"## {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
+        lines += [f"## {title}", "", markdown_table(headers, rows), ""]
     lines.append(f"Flown in {report['wall_s']:.0f} s; files: {', '.join(report.get('files', []))}.")
     return "\n".join(lines) + "\n"
 
@@ -214,19 +213,12 @@ def markdown(report: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     """The summary tables in the terminal."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     if not console.is_terminal:  # logs and pipes: the full width of the tables, not 80 columns
         console = Console(width=160)
     for title, headers, rows in summary_tables(report):
-        table = Table(title=title)
-        table.add_column(headers[0], no_wrap=True)
-        for header in headers[1:]:
-            table.add_column(header, justify="right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        console.print(rich_table(headers, rows, title))
     if "student_vs_teachers" in report:
         console.print(_teacher_line(report["student_vs_teachers"]))
     for name, why in report["skipped"].items():
