@@ -126,7 +126,7 @@ def test_dagger_fits_the_student_to_its_teacher() -> None:
     farm_params = sample_quadrotors(config.farm)
     env = QuadrotorEnv(
         dataclasses.replace(config.env, num_envs=16, platform="raptor"),
-        params=farm_params.index(torch.arange(4).repeat_interleave(4)),
+        params=farm_params.index(torch.arange(4)).repeat_each(4),
     )
     hover = env.params.hover_action().unsqueeze(-1)
 

@@ -61,8 +61,7 @@ def student_env(config: RaptorTrainConfig, farm: TeacherFarm, teachers: list[int
         group_env_config(config, len(teachers), k, seed=config.seed + 1),
         observation_noise=config.student.observation_noise,
     )
-    rows = torch.as_tensor(teachers).repeat_interleave(k)
-    return QuadrotorEnv(env_config, params=farm.params.index(rows))
+    return QuadrotorEnv(env_config, params=farm.params.index(torch.as_tensor(teachers)).repeat_each(k))
 
 
 def distill_student(

@@ -72,7 +72,7 @@ def build_group(config: RaptorTrainConfig, params: QuadrotorParams) -> GroupedAc
 def _group_ppo(config: RaptorTrainConfig, params: QuadrotorParams, seed: int) -> tuple[QuadrotorEnv, PPO]:
     e = config.farm.envs_per_teacher
     torch.manual_seed(seed)
-    env_params = params.index(torch.arange(params.num_envs).repeat_interleave(e))
+    env_params = params.repeat_each(e)
     env = QuadrotorEnv(group_env_config(config, params.num_envs, e, seed), params=env_params)
     return env, PPO(build_group(config, params), config.ppo, env.num_envs, seed=seed)
 
@@ -225,7 +225,7 @@ def evaluate_per_quadrotor(
         controller,
         env_config,
         criterion.episode_s,
-        params=params.index(torch.arange(params.num_envs).repeat_interleave(k)),
+        params=params.repeat_each(k),
     )
     return [
         hover_metrics(_subset(flights, slice(q * k, (q + 1) * k)), criterion) for q in range(params.num_envs)

@@ -112,6 +112,10 @@ class QuadrotorParams:
             **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(QuadrotorParams)}
         )
 
+    def repeat_each(self, times: int) -> QuadrotorParams:
+        """Each quadrotor `times` times, quadrotor-major: row q * times + k is quadrotor q."""
+        return self.index(torch.arange(self.num_envs, device=self.device).repeat_interleave(times))
+
     def repeat(self, num_envs: int) -> QuadrotorParams:
         """A batch of num_envs copies of a single quadrotor (self must have one row)."""
         if self.num_envs != 1:

@@ -220,7 +220,7 @@ def run_scenario(
 ) -> ScenarioResult:
     """Fly all of the fleet's quadrotors x K starts in one env and score every episode."""
     k = config.episodes_per_quadrotor
-    params = fleet.params.index(torch.arange(fleet.num_quadrotors).repeat_interleave(k))
+    params = fleet.params.repeat_each(k)
     env_config = QuadrotorEnvConfig(
         num_envs=params.num_envs,
         dt=config.dt,
