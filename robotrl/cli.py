@@ -95,6 +95,8 @@ def _load_train_config(
 def cmd_train(args: argparse.Namespace) -> int:
     if args.task == "raptor":
         return cmd_train_raptor(args)
+    if args.task in MANIPULATION_STAGES:
+        return cmd_train_manipulation(args)
     from robotrl.recipes.quadrotor import load_config, train
 
     overrides = _overrides(
@@ -167,6 +169,82 @@ def cmd_train_raptor(args: argparse.Namespace) -> int:
     return 0
 
 
+MANIPULATION_STAGES = ("diffusion", "resip", "dsrl")
+
+
+def cmd_train_manipulation(args: argparse.Namespace) -> int:
+    """diffusion: demos + BC base; resip / dsrl: RL over that base (trained first when missing)."""
+    from robotrl.recipes import manipulation as m
+    from robotrl.recipes.manipulation_config import load_config
+
+    if args.platform is not None or args.teachers is not None or args.backend is not None:
+        raise ConfigError(f"--platform, --teachers and --backend do not apply to `train {args.task}`")
+    overrides = _overrides(
+        args,
+        (("env_task", "task"), ("variant", "dsrl.variant"), ("seed", "seed"), ("threads", "threads"),
+         ("num_envs", "env.num_envs")),
+    )  # fmt: skip
+    run_dir_given = args.run_dir is not None
+    if run_dir_given and (Path(args.run_dir) / "config.yaml").is_file() and not args.resume:
+        args.resume = True  # a manipulation run is a sequence of stages: later ones reuse earlier ones
+    config = _load_train_config(args, load_config, overrides)
+    if args.max_iterations is not None:
+        key = {"diffusion": "bc", "resip": "resip"}.get(args.task)
+        if key is None:
+            raise ConfigError("--max-iterations: DSRL's budget is env steps (--set dsrl.total_env_steps=N)")
+        getattr(config, key).iterations = args.max_iterations
+    run_dir = Path(args.run_dir or f"runs/manip-{config.task}-s{config.seed}")
+    m.prepare_run(config, run_dir)
+    progress = not args.no_progress
+    print(f"{args.task} on {config.task} in {run_dir}")
+    base = m.base_stage(config, run_dir, progress)
+    print(
+        f"base (diffusion BC on {base['demos']['episodes']} demos, {base['train_wall_s']:.0f} s): success "
+        f"{base['success_rate']:.2f} with sampled noise, "
+        f"{base['eval_zero_noise']['success_rate']:.2f} with zero noise"
+    )
+    if args.task == "resip":
+        result = m.resip_stage(config, run_dir, progress)
+    elif args.task == "dsrl":
+        result = m.dsrl_stage(config, run_dir, progress)
+    else:
+        result = None
+    if result is not None:
+        print(
+            f"{args.task}: success {result['success_rate']:.2f} after {result['env_steps']:,} env steps "
+            f"and {result['train_wall_s']:.0f} s; base frozen: "
+            f"{result['base_sha256_before'] == result['base_sha256_after']}"
+        )
+    m.write_report(config, run_dir)
+    print((run_dir / "results.md").read_text())
+    print(f"wrote {run_dir / 'results.md'}, {run_dir / 'curves.png'}")
+    return 0
+
+
+def cmd_demos(args: argparse.Namespace) -> int:
+    from robotrl.envs.manipulation.demos import DemoConfig, collect_demos
+    from robotrl.envs.manipulation.metaworld_env import check_task, task_names
+
+    if args.action == "tasks":
+        print("\n".join(task_names()))
+        return 0
+    check_task(args.task)
+    config = DemoConfig(
+        task=args.task, episodes=args.episodes, noise_std=args.noise, perturb_probability=args.perturb,
+        keep=args.keep, num_envs=args.num_envs, seed=args.seed,
+    )  # fmt: skip
+    out = Path(args.out or f"runs/demos/{args.task}-{args.episodes}.npz")
+    dataset = collect_demos(config, progress=not args.no_progress)
+    dataset.save(out)
+    print(
+        f"{dataset.num_episodes} demonstrations ({dataset.obs.shape[0]} steps, "
+        f"{int(dataset.success.sum())} successful) of {args.task} from "
+        f"{dataset.meta['episodes_flown']} flown (expert success with this noise "
+        f"{dataset.meta['expert_success_rate']:.2f}); wrote {out}"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from robotrl.recipes.quadrotor import export_run
 
@@ -212,6 +290,8 @@ def evaluate(
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.suite == "manipulation":
+        return _eval_manipulation(args)
     if args.suite:
         return _eval_suite(args)
     targets = [args.target] + (["geometric"] if args.baseline and args.target != "geometric" else [])
@@ -222,6 +302,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(targets, args.platform, episodes, args.mode, args.seed, args.duration, out_dir)
     _print_metrics(metrics)
     print(f"wrote {out_dir / 'metrics.md'}, {out_dir / 'metrics.json'}, {out_dir / 'flights.png'}")
+    return 0
+
+
+def _eval_manipulation(args: argparse.Namespace) -> int:
+    """`eval RUN --suite manipulation`: the run's base, ResiP and DSRL on the same seeded episodes."""
+    from robotrl.recipes import manipulation as m
+    from robotrl.recipes.manipulation_config import load_run_config
+
+    run_dir = Path(args.target)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(
+            f"{run_dir} is not a manipulation run (no config.yaml); train one with `robotrl train diffusion`"
+        )
+    m.write_report(load_run_config(run_dir), run_dir)
+    print((run_dir / "results.md").read_text())
+    print(f"wrote {run_dir / 'results.md'}, {run_dir / 'results.json'}, {run_dir / 'curves.png'}")
     return 0
 
 
@@ -396,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a policy in batched simulation")
     train.add_argument(
         "task",
-        choices=["quadrotor", "raptor"],
-        help="quadrotor: one policy for one platform; raptor: teacher farm + recurrent foundation student",
+        choices=["quadrotor", "raptor", *MANIPULATION_STAGES],
+        help="quadrotor: one policy for one platform; raptor: teacher farm + recurrent foundation student; "
+        "diffusion: Meta-World demos + diffusion BC; resip / dsrl: RL over that frozen diffusion policy",
     )
     train.add_argument(
         "--config",
@@ -419,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["local", "ray"], help="raptor: train teacher groups here or on Ray"
     )
     train.add_argument("--address", help="raptor with --backend ray: address of a running Ray cluster")
+    train.add_argument(
+        "--task", dest="env_task", help="diffusion/resip/dsrl: a Meta-World task, e.g. assembly-v3"
+    )
+    train.add_argument("--variant", choices=["sac", "na"], help="dsrl: DSRL-SAC or noise-aliased DSRL-NA")
     train.add_argument(
         "--set",
         action="append",
@@ -445,9 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--duration", type=float, default=10.0, help="episode length [s]")
     ev.add_argument("--out", help="output directory (default: TARGET/eval, with --suite TARGET/eval_raptor)")
     ev.add_argument(
-        "--suite", choices=["raptor"],
+        "--suite", choices=["raptor", "manipulation"],
         help="fly an evaluation suite instead (raptor: held-out and named quadrotors; hover, step, figure-8, "
-        "mass, rotor and gust changes; vs. the geometric baseline and the official RAPTOR checkpoint)",
+        "mass, rotor and gust changes; vs. the geometric baseline and the official RAPTOR checkpoint. "
+        "manipulation: a `train diffusion/resip/dsrl` run's policies on the same seeded episodes)",
     )  # fmt: skip
     ev.add_argument("--teachers", help="with --suite raptor: a raptor run; also fly its training quadrotors")
     ev.add_argument("--quadrotors", type=int, default=100, help="with --suite raptor: held-out quadrotors")
@@ -457,6 +559,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run", help="training run directory")
     ex.add_argument("--out", required=True, help="bundle directory to create (must not exist)")
     ex.set_defaults(func=cmd_export)
+
+    demos = sub.add_parser("demos", help="record scripted-expert demonstrations of a Meta-World task")
+    demos.add_argument("action", choices=["collect", "tasks"], help="collect: record; tasks: list task names")
+    demos.add_argument("--task", default="assembly-v3")
+    demos.add_argument("--episodes", type=int, default=50)
+    demos.add_argument("--noise", type=float, default=0.3, help="std of the noise on executed actions")
+    demos.add_argument(
+        "--perturb", type=float, default=0.0, help="chance of a random-action burst an episode"
+    )
+    demos.add_argument("--keep", choices=["successes", "all"], default="successes")
+    demos.add_argument("--num-envs", type=int, default=16)
+    demos.add_argument("--seed", type=int, default=0)
+    demos.add_argument("--out", help="dataset .npz (default runs/demos/TASK-EPISODES.npz)")
+    demos.add_argument("--no-progress", action="store_true")
+    demos.set_defaults(func=cmd_demos)
 
     demo = sub.add_parser("demo", help="train (or reuse), export, fly and report: the main job")
     demo.add_argument("--out", default="runs/demo", help="where the demo keeps its run, bundle and plots")

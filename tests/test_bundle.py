@@ -21,20 +21,27 @@ from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
 from robotrl.export.bundle import (
     ActionField,
     BundleError,
+    Chunking,
     GraphSignatureError,
     HashMismatchError,
     ManifestError,
     MissingFileError,
     PolicySpec,
     RecurrentState,
+    SampledInput,
     SchemaVersionError,
     read_bundle,
 )
 from robotrl.export.export import PARITY_TOLERANCE, ParityError, export_bundle
 from robotrl.recipes.quadrotor import quadrotor_policy_spec
-from robotrl.runtime.policy_runner import PolicyRunner
+from robotrl.runtime.policy_runner import PolicyRunner, create_session
 
 HIDDEN = 16
+CHUNK_STATE = 3
+NOISE = 5
+CHUNKING = Chunking(
+    prediction_horizon=8, action_horizon=4, inference_steps=8, sampler="ddim, eta 0", in_graph=True
+)
 SEED = 3
 CONFIG = {"algo": "ppo", "actor_hidden": [32], "learning_rate": 3e-4}
 METRICS = {"return/mean": 412.5, "perf/env_steps": 1_000_000}
@@ -67,6 +74,20 @@ class TinyGru(nn.Module):
         return torch.tanh(self.head(features.squeeze(0))), h_next
 
 
+class NoisyChunker(nn.Module):
+    """Toy chunked policy: obs, chunk state [B, 3], noise [B, 5] -> actions [B, 4], next chunk state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(OBSERVATION_DIM + CHUNK_STATE + NOISE, 4 + CHUNK_STATE)
+
+    def forward(
+        self, obs: torch.Tensor, chunk_state: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(torch.cat((obs, chunk_state, noise), dim=-1))
+        return torch.tanh(out[:, :4]), torch.tanh(out[:, 4:])
+
+
 class BranchyMlp(TinyMlp):
     """Python control flow on data: tracing freezes the branch taken by the example inputs."""
 
@@ -88,6 +109,11 @@ def make_spec(recurrent_state: tuple[RecurrentState, ...] = ()) -> PolicySpec:
 def gru_spec(hidden: int = HIDDEN) -> PolicySpec:
     initial = tuple(float(v) for v in np.linspace(-0.5, 0.5, hidden))
     return make_spec((RecurrentState("h_in", "h_out", (1, "batch", hidden), initial),))
+
+
+def noisy_spec() -> PolicySpec:
+    state = RecurrentState("chunk_in", "chunk_out", ("batch", CHUNK_STATE), (0.1, 0.0, -0.1))
+    return replace(make_spec((state,)), sampled_inputs=(SampledInput("noise", NOISE),), chunking=CHUNKING)
 
 
 def recorded_inputs(num: int = 48) -> torch.Tensor:
@@ -116,6 +142,12 @@ def torch_sequence(module: nn.Module, spec: PolicySpec, obs: np.ndarray) -> np.n
 def mlp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     return export_tiny(TinyMlp(), make_spec(), tmp_path_factory.mktemp("mlp") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def noisy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(4)
+    return export_tiny(NoisyChunker(), noisy_spec(), tmp_path_factory.mktemp("noisy") / "bundle")
 
 
 def test_mlp_bundle_files_and_parity(mlp_bundle: Path) -> None:
@@ -239,3 +271,91 @@ def test_tampered_bundle_is_refused(
     with pytest.raises(error, match=message) as caught:
         PolicyRunner(bundle)
     assert "re-export" in str(caught.value)
+
+
+def test_sampled_input_follows_the_states_and_passes_parity(noisy_bundle: Path) -> None:
+    spec = read_bundle(noisy_bundle)
+    assert spec.policy == noisy_spec() and spec.policy.chunking == CHUNKING
+    assert spec.parity.onnx_max_abs_diff <= 1e-5 and spec.parity.torchscript_max_abs_diff <= 1e-5
+    assert spec.policy.input_shapes() == {
+        "obs": ["batch", 22],
+        "chunk_in": ["batch", CHUNK_STATE],
+        "noise": ["batch", NOISE],
+    }
+    graph = create_session(noisy_bundle / "policy.onnx").get_inputs()
+    assert [(node.name, node.shape) for node in graph] == list(spec.policy.input_shapes().items())
+    document = yaml.safe_load((noisy_bundle / "policy.yaml").read_text())
+    assert document["sampled_inputs"] == [{"name": "noise", "size": NOISE, "distribution": "standard_normal"}]
+    assert document["chunking"] == {
+        "prediction_horizon": 8,
+        "action_horizon": 4,
+        "inference_steps": 8,
+        "sampler": "ddim, eta 0",
+        "in_graph": True,
+    }
+
+
+def test_manifest_without_sampled_inputs_or_chunking_still_reads(tmp_path: Path, mlp_bundle: Path) -> None:
+    """Bundles exported before these keys existed stay loadable on the robot."""
+    bundle = Path(shutil.copytree(mlp_bundle, tmp_path / "bundle"))
+    document = yaml.safe_load((bundle / "policy.yaml").read_text())
+    assert document.pop("sampled_inputs") == [] and document.pop("chunking") is None
+    (bundle / "policy.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    assert PolicyRunner(bundle).spec.policy == make_spec()
+
+
+def _uniform_noise(document: dict) -> None:
+    document["sampled_inputs"][0]["distribution"] = "uniform"
+
+
+def _long_action_horizon(document: dict) -> None:
+    document["chunking"]["action_horizon"] = 9
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (
+            _uniform_noise,
+            r"sampled input 'noise': distribution must be one of \['standard_normal'\], got 'uniform'",
+        ),
+        (_long_action_horizon, r"1 <= action_horizon <= prediction_horizon, got action_horizon 9"),
+    ],
+    ids=["distribution", "chunking"],
+)
+def test_bad_sampled_input_or_chunking_is_refused(
+    tmp_path: Path, noisy_bundle: Path, tamper: Callable[[dict], None], message: str
+) -> None:
+    bundle = Path(shutil.copytree(noisy_bundle, tmp_path / "bundle"))
+    _edit_yaml(tamper)(bundle)
+    with pytest.raises(ManifestError, match=message) as caught:
+        PolicyRunner(bundle)
+    assert "re-export" in str(caught.value)
+
+
+def test_sampled_input_is_validated() -> None:
+    with pytest.raises(
+        ValueError, match=r"'noise': distribution must be one of \['standard_normal'\], got 'u'"
+    ):
+        SampledInput("noise", 4, "u")
+    with pytest.raises(ValueError, match=r"sampled input 'noise': size must be a positive int, got 0"):
+        SampledInput("noise", 0)
+    with pytest.raises(ValueError, match=r"names must be unique.*'obs'"):
+        replace(make_spec(), sampled_inputs=(SampledInput("obs", 4),))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"action_horizon": 0}, r"1 <= action_horizon <= prediction_horizon, got action_horizon 0"),
+        ({"action_horizon": 9}, r"got action_horizon 9, prediction_horizon 8"),
+        ({"prediction_horizon": 2.5}, r"prediction_horizon 2\.5"),
+        ({"inference_steps": 0}, r"inference_steps must be a positive int, got 0"),
+        ({"sampler": ""}, r"sampler must be a non-empty string, got ''"),
+        ({"in_graph": "yes"}, r"in_graph must be true or false, got 'yes'"),
+    ],
+)
+def test_chunking_refuses_bad_values(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        replace(CHUNKING, **change)
+    assert replace(CHUNKING, action_horizon=8).action_horizon == 8  # k == H is allowed

@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_bundle import TinyGru, TinyMlp, export_tiny, gru_spec, make_spec, recorded_inputs, torch_sequence
+from test_bundle import (
+    NoisyChunker,
+    TinyGru,
+    TinyMlp,
+    export_tiny,
+    gru_spec,
+    make_spec,
+    noisy_spec,
+    recorded_inputs,
+    torch_sequence,
+)
 from torch import nn
 
 import robotrl.runtime
@@ -43,6 +53,13 @@ def gru(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyGru, Path]:
     torch.manual_seed(2)
     module = TinyGru().eval()
     return module, export_tiny(module, gru_spec(), tmp_path_factory.mktemp("gru") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[NoisyChunker, Path]:
+    torch.manual_seed(4)
+    module = NoisyChunker().eval()
+    return module, export_tiny(module, noisy_spec(), tmp_path_factory.mktemp("noisy") / "bundle")
 
 
 def test_mlp_runner_matches_torch(mlp: tuple[TinyMlp, Path]) -> None:
@@ -89,6 +106,80 @@ def test_gru_runner_batched(gru: tuple[TinyGru, Path]) -> None:
         expected_next, _ = module(torch.from_numpy(obs), h)
     np.testing.assert_allclose(runner.step(obs), expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(runner.step(obs), expected_next.numpy(), atol=1e-5)
+
+
+def test_reset_rows_restarts_only_those_rows(gru: tuple[TinyGru, Path]) -> None:
+    module, path = gru
+    runner = PolicyRunner(path)
+    runner.reset(batch_size=4)
+    obs = recorded_inputs(4).numpy()
+    runner.step(obs)
+    initial = gru_spec().recurrent_state[0].initial_array(4)  # [1, 4, hidden]: the batch is axis 1
+    for rows, restarted in (([1, 3], [1, 3]), (np.array([True, False, False, False]), [0])):
+        before = runner.state["h_in"]
+        runner.reset(4, rows=rows)
+        after = runner.state["h_in"]
+        kept = [row for row in range(4) if row not in restarted]
+        np.testing.assert_array_equal(after[:, restarted], initial[:, restarted])
+        np.testing.assert_array_equal(after[:, kept], before[:, kept])
+        assert np.abs(before[:, kept] - initial[:, kept]).max(axis=(0, 2)).min() > 1e-3  # they had moved on
+        with torch.no_grad():
+            expected, _ = module(torch.from_numpy(obs), torch.from_numpy(after))
+        np.testing.assert_allclose(runner.step(obs), expected.numpy(), atol=1e-5)
+    assert runner.batch_size == 4
+
+
+def test_reset_rows_refuses_rows_outside_the_batch(gru: tuple[TinyGru, Path]) -> None:
+    runner = PolicyRunner(gru[1])
+    runner.reset(batch_size=4)
+    runner.step(recorded_inputs(4).numpy())
+    before = runner.state["h_in"]
+    for rows, message in (
+        ([0, 4], r"rows \[4\] are out of range for the current batch of 4"),
+        ([-1], r"rows \[-1\] are out of range"),
+        (np.ones(3, dtype=bool), r"a row mask needs shape \(4,\) for the current batch, got \(3,\)"),
+        ([0.5], r"rows must be int indices or a bool mask"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            runner.reset(4, rows=rows)
+    with pytest.raises(
+        ValueError, match=r"keeps the current batch of 4, got batch_size=1: pass batch_size=4"
+    ):
+        runner.reset(rows=[0])
+    np.testing.assert_array_equal(runner.state["h_in"], before)
+
+
+def test_sampled_input_runner_matches_torch_on_the_same_noise(noisy: tuple[NoisyChunker, Path]) -> None:
+    module, path = noisy
+    runner = PolicyRunner(path, seed=7)
+    rng = np.random.default_rng(7)  # the runner's generator, drawn in the same order
+    noise, chunk = noisy_spec().sampled_inputs[0], noisy_spec().recurrent_state[0]
+    state = torch.from_numpy(chunk.initial_array(1))
+    for row in recorded_inputs(10).numpy():
+        with torch.no_grad():
+            expected, state = module(torch.from_numpy(row[None]), state, torch.from_numpy(noise.draw(rng, 1)))
+        np.testing.assert_allclose(runner.step(row), expected[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(runner.state["chunk_in"], state.numpy(), atol=1e-5)
+
+
+def test_sampled_input_depends_on_the_seed_only(noisy: tuple[NoisyChunker, Path]) -> None:
+    obs = recorded_inputs(10).numpy()
+
+    def actions(seed: int) -> np.ndarray:
+        runner = PolicyRunner(noisy[1], seed=seed)
+        return np.stack([runner.step(row) for row in obs])
+
+    first = actions(0)
+    np.testing.assert_array_equal(first, actions(0))
+    assert np.abs(first - actions(1)).max() > 1e-3
+    runner = PolicyRunner(noisy[1])
+    np.testing.assert_array_equal(runner.step(obs[0]), first[0])
+    runner.reset()
+    np.testing.assert_array_equal(runner.state["chunk_in"], noisy_spec().recurrent_state[0].initial_array(1))
+    assert np.abs(runner.step(obs[0]) - first[0]).max() > 1e-3  # reset() does not reseed
+    runner.reset(batch_size=2)
+    twins = runner.step(np.stack((obs[0], obs[0])))
+    assert np.abs(twins[0] - twins[1]).max() > 1e-3  # each row draws its own noise
 
 
 def test_wrong_observation_shape_names_fields(mlp: tuple[TinyMlp, Path]) -> None:

@@ -1,8 +1,9 @@
 """Policy bundle schema: policy.yaml as data classes, its writer, and a reader that refuses untrusted bundles.
 
 A bundle is a directory with policy.onnx, policy.pt (TorchScript) and policy.yaml. The graph takes the
-observation (`obs`, float32 [batch, obs_dim]) and each recurrent state input, and returns the actions
-(float32 [batch, action_dim]) and each next recurrent state, in the order policy.yaml lists them.
+observation (`obs`, float32 [batch, obs_dim]), each recurrent state input and each sampled input (noise the
+runtime draws, float32 [batch, size]), and returns the actions (float32 [batch, action_dim]) and each next
+recurrent state, in the order policy.yaml lists them.
 The robot reads bundles through this module, so it imports numpy and pyyaml only, never torch.
 """
 
@@ -26,6 +27,8 @@ BATCH = "batch"
 """Name of the one dynamic axis of every graph input and output."""
 INLINE_STATE_LIMIT = 64
 """Initial states with more values go to a .npy file beside policy.yaml, to keep the YAML legible."""
+SAMPLED_DISTRIBUTIONS = ("standard_normal",)
+"""Distributions the runtime can draw sampled inputs from."""
 REEXPORT = "re-export the policy with `robotrl export` instead of editing or copying parts of a bundle"
 
 
@@ -62,6 +65,15 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_name_and_size(kind: str, name: object, size: object) -> None:
+    _check(isinstance(name, str) and bool(name), f"{kind} name must be a non-empty string, got {name!r}")
+    _check(_is_positive_int(size), f"{kind} {name!r}: size must be a positive int, got {size!r}")
+
+
 @dataclass(frozen=True)
 class ObservationField:
     """One named slice of the observation vector."""
@@ -75,14 +87,7 @@ class ObservationField:
     """Reference frame and sign convention, in words."""
 
     def __post_init__(self) -> None:
-        _check(
-            isinstance(self.name, str) and bool(self.name),
-            f"field name must be a non-empty string, got {self.name!r}",
-        )
-        _check(
-            isinstance(self.size, int) and not isinstance(self.size, bool) and self.size > 0,
-            f"field {self.name!r}: size must be a positive int, got {self.size!r}",
-        )
+        _check_name_and_size("field", self.name, self.size)
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,66 @@ class RecurrentState:
 
 
 @dataclass(frozen=True)
+class SampledInput:
+    """Noise the runtime draws afresh each step and feeds as graph input `name` [batch, size].
+
+    Drawn outside the graph so that export can feed torch, ONNX and TorchScript the same values for parity.
+    """
+
+    name: str
+    size: int
+    distribution: str = "standard_normal"
+
+    def __post_init__(self) -> None:
+        _check_name_and_size("sampled input", self.name, self.size)
+        _check(
+            self.distribution in SAMPLED_DISTRIBUTIONS,
+            f"sampled input {self.name!r}: distribution must be one of {list(SAMPLED_DISTRIBUTIONS)}, "
+            f"got {self.distribution!r}",
+        )
+
+    def draw(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """Values for `batch_size` samples, as the graph expects them (float32 [batch_size, size])."""
+        return rng.standard_normal((batch_size, self.size), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How a policy over action chunks samples them; the runtime only exposes it, for logs and checks."""
+
+    prediction_horizon: int
+    """Actions predicted per chunk (H)."""
+    action_horizon: int
+    """Actions of a chunk executed before the next one is sampled (1 <= k <= H)."""
+    inference_steps: int
+    """Denoising steps per chunk."""
+    sampler: str
+    """The denoising sampler, e.g. 'ddim, eta 0'."""
+    in_graph: bool
+    """True when the denoising loop runs inside the graph, False when a runtime must (PolicyRunner cannot)."""
+
+    def __post_init__(self) -> None:
+        _check(
+            _is_positive_int(self.prediction_horizon)
+            and _is_positive_int(self.action_horizon)
+            and self.action_horizon <= self.prediction_horizon,
+            f"chunking needs ints 1 <= action_horizon <= prediction_horizon, got action_horizon "
+            f"{self.action_horizon!r}, prediction_horizon {self.prediction_horizon!r}",
+        )
+        _check(
+            _is_positive_int(self.inference_steps),
+            f"chunking.inference_steps must be a positive int, got {self.inference_steps!r}",
+        )
+        _check(
+            isinstance(self.sampler, str) and bool(self.sampler),
+            f"chunking.sampler must be a non-empty string, got {self.sampler!r}",
+        )
+        _check(
+            isinstance(self.in_graph, bool), f"chunking.in_graph must be true or false, got {self.in_graph!r}"
+        )
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     """The policy's interface as the robot must honour it; the caller of the export fills it in."""
 
@@ -182,6 +247,10 @@ class PolicySpec:
     recurrent_state: tuple[RecurrentState, ...] = ()
     observation_input: str = "obs"
     action_output: str = "actions"
+    sampled_inputs: tuple[SampledInput, ...] = ()
+    """Graph inputs after the recurrent states, drawn by the runtime each step."""
+    chunking: Chunking | None = None
+    """Set for policies over action chunks; None for per-step policies."""
 
     def __post_init__(self) -> None:
         _check(
@@ -201,6 +270,7 @@ class PolicySpec:
         )
         io_names = [self.observation_input, self.action_output]
         io_names += [name for s in self.recurrent_state for name in (s.input_name, s.output_name)]
+        io_names += [s.name for s in self.sampled_inputs]
         _check(
             len(set(io_names)) == len(io_names), f"graph input/output names must be unique, got {io_names}"
         )
@@ -214,9 +284,10 @@ class PolicySpec:
         return sum(f.size for f in self.action_fields)
 
     def input_shapes(self) -> dict[str, list[int | str]]:
-        """Graph inputs in order, name -> shape with the BATCH axis."""
+        """Graph inputs in order (observation, recurrent states, sampled inputs), name -> shape with BATCH."""
         states = {s.input_name: list(s.shape) for s in self.recurrent_state}
-        return {self.observation_input: [BATCH, self.observation_dim], **states}
+        sampled = {s.name: [BATCH, s.size] for s in self.sampled_inputs}
+        return {self.observation_input: [BATCH, self.observation_dim], **states, **sampled}
 
     def output_shapes(self) -> dict[str, list[int | str]]:
         """Graph outputs in order, name -> shape with the BATCH axis."""
@@ -298,6 +369,8 @@ def write_manifest(
         },
         "action": {"output": policy.action_output, "fields": [asdict(f) for f in policy.action_fields]},
         "recurrent_state": states,
+        "sampled_inputs": [asdict(s) for s in policy.sampled_inputs],
+        "chunking": None if policy.chunking is None else asdict(policy.chunking),
         "safety_limits": dict(policy.safety_limits),
         "provenance": asdict(provenance),
         "parity": asdict(parity),
@@ -386,6 +459,8 @@ def _policy_from_document(
 ) -> PolicySpec:
     observation = _mapping(document, "observation")
     action = _mapping(document, "action")
+    # Bundles written before sampled inputs and chunking existed lack both keys: they have neither.
+    chunking = None if document.get("chunking") is None else Chunking(**_mapping(document, "chunking"))
     return PolicySpec(
         task=document["task"],
         robot=document["robot"],
@@ -399,6 +474,8 @@ def _policy_from_document(
         ),
         observation_input=observation["input"],
         action_output=action["output"],
+        sampled_inputs=tuple(SampledInput(**entry) for entry in document.get("sampled_inputs", [])),
+        chunking=chunking,
     )
 
 

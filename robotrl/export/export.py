@@ -1,8 +1,9 @@
 """Export a trained torch policy to a bundle: ONNX + TorchScript + policy.yaml, gated by a parity check.
 
 The module's forward is `forward(obs) -> actions` for feed-forward policies and
-`forward(obs, *states) -> (actions, *next_states)` for recurrent ones, with the states in the order of
-`spec.recurrent_state`. Only what passes parity on real recorded observations is ever renamed into place.
+`forward(obs, *states, *sampled) -> (actions, *next_states)` otherwise, with the states in the order of
+`spec.recurrent_state` and the sampled inputs (noise the runtime draws) in that of `spec.sampled_inputs`.
+Only what passes parity on real recorded observations is ever renamed into place.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
 """Largest absolute difference allowed between torch, ONNX and TorchScript outputs."""
+PARITY_SEED = 0
+"""Seed of the sampled inputs export feeds: each parity run redraws the same values for every graph."""
 
-StepFn = Callable[[np.ndarray, Sequence[np.ndarray]], list[np.ndarray]]
-"""(obs [B, obs_dim], states) -> [actions, *next_states], all float32 numpy."""
+StepFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+"""Graph inputs in order (obs [B, obs_dim], *states, *sampled) -> [actions, *next_states], float32 numpy."""
 
 
 class ParityError(RuntimeError):
@@ -83,10 +86,9 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         # Traced on one sample; the batched parity run below proves the batch axis stayed dynamic.
-        example = (
-            torch.from_numpy(inputs[:1]),
-            *(torch.from_numpy(s.initial_array(1)) for s in spec.recurrent_state),
-        )
+        initial = [s.initial_array(1) for s in spec.recurrent_state]
+        rng = np.random.default_rng(PARITY_SEED)
+        example = tuple(torch.from_numpy(x) for x in _graph_inputs(spec, rng, inputs[:1], initial))
         _check_output_shapes(module, example, spec)
         with _known_noise_silenced():
             _export_onnx(module, example, spec, staging / ONNX_FILE)
@@ -178,9 +180,9 @@ def _known_noise_silenced() -> Iterator[None]:
 
 
 def _torch_step(fn: Callable[..., Any]) -> StepFn:
-    def step(obs: np.ndarray, states: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def step(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad():
-            out = fn(torch.from_numpy(obs), *(torch.from_numpy(s) for s in states))
+            out = fn(*(torch.from_numpy(x) for x in inputs))
         return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
     return step
@@ -190,19 +192,31 @@ def _onnx_step(onnx_path: Path, spec: PolicySpec) -> StepFn:
     session = create_session(onnx_path)
     input_names, output_names = list(spec.input_shapes()), list(spec.output_shapes())
 
-    def step(obs: np.ndarray, states: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return session.run(output_names, dict(zip(input_names, (obs, *states), strict=True)))
+    def step(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return session.run(output_names, dict(zip(input_names, inputs, strict=True)))
 
     return step
 
 
+def _graph_inputs(
+    spec: PolicySpec, rng: np.random.Generator, obs: np.ndarray, states: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """The graph's inputs in order, with the sampled ones drawn from `rng` as the runtime draws them."""
+    return [obs, *states, *(s.draw(rng, len(obs)) for s in spec.sampled_inputs)]
+
+
 def _run(step: StepFn, spec: PolicySpec, inputs: np.ndarray) -> list[np.ndarray]:
-    """Outputs for the inputs as one batch, then (recurrent) per step of one sequence, and its final state."""
-    outputs = step(inputs, [s.initial_array(len(inputs)) for s in spec.recurrent_state])
+    """Outputs for the inputs as one batch, then (recurrent) per step of one sequence, and its final state.
+
+    Sampled inputs come from a fresh PARITY_SEED generator, so every graph run here sees the same values.
+    """
+    rng = np.random.default_rng(PARITY_SEED)
+    initial = [s.initial_array(len(inputs)) for s in spec.recurrent_state]
+    outputs = step(_graph_inputs(spec, rng, inputs, initial))
     if spec.recurrent_state:
         states = [s.initial_array(1) for s in spec.recurrent_state]
         for row in inputs:
-            actions, *states = step(row[None], states)
+            actions, *states = step(_graph_inputs(spec, rng, row[None], states))
             outputs.append(actions)
         outputs.extend(states)
     return outputs

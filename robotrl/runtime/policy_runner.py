@@ -7,6 +7,7 @@ bad input or a non-finite network output surfaces as an exception the safety lay
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,13 @@ def _all_finite(values: np.ndarray) -> bool:
 
 
 class PolicyRunner:
-    """Steps the policy of a bundle, carrying its recurrent state between calls."""
+    """Steps the policy of a bundle, carrying its recurrent state between calls.
 
-    def __init__(self, bundle_dir: str | Path, num_threads: int = 1) -> None:
+    Sampled inputs (e.g. the noise a diffusion policy starts from) are drawn each step from a generator
+    seeded by `seed`, so a run with the same seed and observations repeats its actions.
+    """
+
+    def __init__(self, bundle_dir: str | Path, num_threads: int = 1, seed: int = 0) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.spec: BundleSpec = read_bundle(self.bundle_dir)
         self._session = create_session(self.bundle_dir / ONNX_FILE, num_threads)
@@ -64,6 +69,8 @@ class PolicyRunner:
         self._obs_dim = policy.observation_dim
         self._output_names = list(policy.output_shapes())
         self._state_inputs = [s.input_name for s in policy.recurrent_state]
+        self._sampled_inputs = policy.sampled_inputs
+        self._rng = np.random.default_rng(seed)
         self._fields = ", ".join(f"{f.name}[{f.size}]" for f in policy.observation_fields)
         # One feed dict for the runner's life: step() replaces its values instead of building a new one.
         self._feed: dict[str, np.ndarray] = {}
@@ -87,13 +94,28 @@ class PolicyRunner:
         """A copy of the recurrent state, input name -> array; empty for feed-forward policies."""
         return {name: self._feed[name].copy() for name in self._state_inputs}
 
-    def reset(self, batch_size: int = 1) -> None:
-        """Put every recurrent state back to the bundle's initial value, for `batch_size` parallel inputs."""
+    def reset(self, batch_size: int = 1, rows: Sequence[int] | np.ndarray | None = None) -> None:
+        """Put the recurrent state back to the bundle's initial value, for `batch_size` parallel inputs.
+
+        With `rows` (indices or a bool mask over the current batch) only those rows restart, so a batched env
+        whose episodes end at different times keeps the others' state. The sampled inputs are not reseeded.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
+        if rows is None:
+            self.batch_size = batch_size
+            for state in self.spec.policy.recurrent_state:
+                self._feed[state.input_name] = state.initial_array(batch_size)
+            return
+        if batch_size != self.batch_size:
+            raise ValueError(
+                f"reset(rows=...) keeps the current batch of {self.batch_size}, got batch_size={batch_size}: "
+                f"pass batch_size={self.batch_size} with rows, or no rows to change the batch"
+            )
+        index = self._row_index(rows)
         for state in self.spec.policy.recurrent_state:
-            self._feed[state.input_name] = state.initial_array(batch_size)
+            initial = np.moveaxis(state.initial_array(len(index)), state.batch_axis, 0)
+            np.moveaxis(self._feed[state.input_name], state.batch_axis, 0)[index] = initial
 
     def step(self, obs: np.ndarray) -> np.ndarray:
         """Actions for obs [obs_dim] -> [action_dim], or [B, obs_dim] -> [B, action_dim]."""
@@ -114,6 +136,8 @@ class PolicyRunner:
                 f"{self.batch_size}; call reset(batch_size={batch.shape[0]}) first"
             )
         self._feed[self._obs_input] = batch
+        for sampled in self._sampled_inputs:
+            self._feed[sampled.name] = sampled.draw(self._rng, batch.shape[0])
         actions, *states = self._session.run(self._output_names, self._feed)
         if not _all_finite(actions):
             raise NonFiniteActionError(
@@ -123,6 +147,25 @@ class PolicyRunner:
         for name, value in zip(self._state_inputs, states, strict=True):
             self._feed[name] = value
         return actions[0] if obs.ndim == 1 else actions
+
+    def _row_index(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """`rows` as indices into the current batch, refused when they cannot name its rows."""
+        index = np.asarray(rows)
+        if index.dtype == np.bool_:
+            if index.shape != (self.batch_size,):
+                raise ValueError(
+                    f"a row mask needs shape ({self.batch_size},) for the current batch, got {index.shape}"
+                )
+            return np.flatnonzero(index)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise ValueError(f"rows must be int indices or a bool mask over the batch, got {rows!r}")
+        outside = index[(index < 0) | (index >= self.batch_size)]
+        if outside.size:
+            raise ValueError(
+                f"rows {outside.tolist()} are out of range for the current batch of {self.batch_size} "
+                f"(indices 0..{self.batch_size - 1})"
+            )
+        return index.astype(np.intp)
 
     def _non_finite_message(self, batch: np.ndarray) -> str:
         bad: list[str] = []
