@@ -112,7 +112,7 @@ class ZeroNoiseActor(torch.nn.Module):
 
 def test_the_chunked_graph_executes_each_chunk_then_samples_the_next() -> None:
     policy = small_policy(2)
-    graph = ChunkedNoisePolicy(policy, ZeroNoiseActor(), noise_bound=1.5)
+    graph = ChunkedNoisePolicy(policy, ZeroNoiseActor(), noise_bound=1.5, stochastic=False)
     state = torch.tensor([initial_chunk_state(policy)]).repeat(2, 1)
     observations = torch.randn(6, 2, 6)
     executed = []

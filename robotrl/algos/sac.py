@@ -122,8 +122,18 @@ class SquashedGaussianActor(nn.Module):
         mean, log_std = self.net(obs).chunk(2, dim=-1)
         if deterministic:
             return self.bound * torch.tanh(mean), torch.zeros(obs.shape[0], device=obs.device)
-        log_std = log_std.clamp(*self.log_std_range)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return self.sample_from(mean, log_std, eps)
+
+    def with_noise(self, obs: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The action that the standard-normal draw `eps` gives (an exported stochastic actor's input)."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        return self.sample_from(mean, log_std, eps)[0]
+
+    def sample_from(
+        self, mean: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_std = log_std.clamp(*self.log_std_range)
         u = mean + log_std.exp() * eps
         gaussian = -0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)
         # log |d(bound tanh u)/du| = log bound + log(1 - tanh^2 u), the latter written stably.

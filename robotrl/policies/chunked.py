@@ -60,13 +60,23 @@ class ChunkedResidualPolicy(_Chunker):
 
 
 class ChunkedNoisePolicy(_Chunker):
-    """DSRL: the noise actor's deterministic noise, decoded by the base's DDIM: no randomness at all."""
+    """DSRL: the noise actor's noise, decoded by the base's DDIM.
 
-    def __init__(self, base: DiffusionPolicy, noise_actor: nn.Module, noise_bound: float):
+    Deterministic: the actor's bounded mean, no randomness at all. Stochastic (as SAC trained it): the
+    actor's squashed Gaussian, its standard-normal draw an input the runtime samples.
+    """
+
+    def __init__(self, base: DiffusionPolicy, noise_actor: nn.Module, noise_bound: float, stochastic: bool):
         super().__init__(base)
         self.noise_actor = noise_actor
         self.noise_bound = noise_bound
+        self.stochastic = stochastic
 
-    def forward(self, obs: torch.Tensor, chunk_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise, _ = self.noise_actor(obs, deterministic=True)
+    def forward(
+        self, obs: torch.Tensor, chunk_state: torch.Tensor, *actor_noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.stochastic:
+            noise = self.noise_actor.with_noise(obs, actor_noise[0])
+        else:
+            noise, _ = self.noise_actor(obs, deterministic=True)
         return self.advance(obs, chunk_state, noise.clamp(-self.noise_bound, self.noise_bound))

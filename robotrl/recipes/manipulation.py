@@ -240,12 +240,25 @@ def dsrl_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
     sac = SAC(env.observation_dim, env.action_dim, sac_config, seed=config.seed,
               decoder=env if d.variant == "na" else None)  # fmt: skip
 
+    def score(sac: SAC, episodes: int, seed: int) -> dict[str, dict[str, float]]:
+        """Both noise policies; "success_rate" is the configured one's."""
+        return {
+            mode: evaluate_success(
+                eval_env,
+                lambda obs, fresh, d=mode == "deterministic": sac.act(obs, deterministic=d),
+                episodes,
+                seed,
+            )
+            for mode in ("stochastic", "deterministic")
+        }
+
     def evaluate(sac: SAC) -> dict[str, float]:
-        result = evaluate_success(
-            eval_env, lambda obs, fresh: sac.act(obs, deterministic=True), max(32, config.eval_episodes // 3),
-            config.eval_seed + 1,
-        )  # fmt: skip
-        return {"success_rate": result["success_rate"]}
+        runs = score(sac, max(32, config.eval_episodes // 3), config.eval_seed + 1)
+        return {
+            "success_rate": runs[d.policy]["success_rate"],
+            "success_rate_stochastic": runs["stochastic"]["success_rate"],
+            "success_rate_deterministic": runs["deterministic"]["success_rate"],
+        }
 
     runner = OffPolicyRunner(
         env, sac, out,
@@ -258,23 +271,26 @@ def dsrl_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
         runner.load(checkpoint)
     try:
         runner.learn()
-        final = evaluate_success(
-            eval_env,
-            lambda obs, fresh: sac.act(obs, deterministic=True),
-            config.eval_episodes,
-            config.eval_seed,
-        )
+        finals = score(sac, config.eval_episodes, config.eval_seed)
+        final = finals[d.policy]
     finally:
         env.env.close()
         eval_env.env.close()
     curve = [
-        {"env_steps": h["env_steps"], "success_rate": h["eval/success_rate"]}
+        {
+            "env_steps": h["env_steps"],
+            "success_rate": h["eval/success_rate"],
+            "success_rate_stochastic": h["eval/success_rate_stochastic"],
+            "success_rate_deterministic": h["eval/success_rate_deterministic"],
+        }
         for h in runner.history
         if "eval/success_rate" in h
     ]
     result = {
         "success_rate": final["success_rate"],
+        "policy": d.policy,
         "eval": final,
+        "eval_other": finals["deterministic" if d.policy == "stochastic" else "stochastic"],
         "env_steps": runner.env_steps,
         "train_wall_s": runner.wall_s,
         "curve": curve,
@@ -397,7 +413,7 @@ METAWORLD_ACTION_FIELDS = (
 
 
 def metaworld_policy_spec(
-    config: ManipulationConfig, base: DiffusionPolicy, sampled_noise: bool
+    config: ManipulationConfig, base: DiffusionPolicy, sampled: str | None
 ):  # -> PolicySpec
     from robotrl.export.bundle import (
         ActionField,
@@ -422,9 +438,7 @@ def metaworld_policy_spec(
         recurrent_state=(
             RecurrentState("chunk_state", "chunk_state_next", ("batch", len(initial)), tuple(initial)),
         ),
-        sampled_inputs=(SampledInput("base_noise", base.prediction_horizon * base.action_dim),)
-        if sampled_noise
-        else (),
+        sampled_inputs=(SampledInput(sampled, base.prediction_horizon * base.action_dim),) if sampled else (),
         chunking=Chunking(
             prediction_horizon=base.prediction_horizon,
             action_horizon=base.action_horizon,
@@ -460,6 +474,7 @@ def export_stage(config: ManipulationConfig, run_dir: Path, name: str) -> Path:
 
     base = load_base(run_dir)
     result = json.loads((run_dir / name / "result.json").read_text())
+    sampled = "base_noise" if name == "resip" else None
     if name == "resip":
         state = torch.load(run_dir / "resip" / "residual.pt", weights_only=False)
         r = config.resip
@@ -474,13 +489,15 @@ def export_stage(config: ManipulationConfig, run_dir: Path, name: str) -> Path:
         sac_config = from_dict(SACConfig, state["config"])
         actor = SquashedGaussianActor(base.obs_dim, base.prediction_horizon * base.action_dim, sac_config)
         actor.load_state_dict(state["actor"])
-        module = ChunkedNoisePolicy(base, actor.eval(), config.dsrl.noise_bound)
+        stochastic = result.get("policy", "deterministic") == "stochastic"
+        module = ChunkedNoisePolicy(base, actor.eval(), config.dsrl.noise_bound, stochastic)
+        sampled = "actor_noise" if stochastic else None
     out = run_dir / "bundles" / name
     if out.exists():
         shutil.rmtree(out)
     metrics = {k: v for k, v in result.items() if "curve" not in k}
     return export_bundle(
-        module.eval(), out, metaworld_policy_spec(config, base, sampled_noise=name == "resip"),
+        module.eval(), out, metaworld_policy_spec(config, base, sampled),
         _recorded_observations(config, base), seed=config.seed, config=to_dict(config), metrics=metrics,
     )  # fmt: skip
 

@@ -55,10 +55,16 @@ class DSRLConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     eval_every: int = 10_000
     """Env steps between success evaluations."""
+    policy: Literal["stochastic", "deterministic"] = "stochastic"
+    """The noise policy that is reported and exported: SAC's squashed Gaussian as trained, or its mean.
+    Both are evaluated: the mean is an atypical, low-norm noise vector that the base may never have learnt
+    to denoise well (measured: zero noise fails on peg insertion)."""
 
     def __post_init__(self) -> None:
         if self.variant not in ("sac", "na"):
             raise ValueError(f"dsrl.variant must be 'sac' or 'na', got {self.variant!r}")
+        if self.policy not in ("stochastic", "deterministic"):
+            raise ValueError(f"dsrl.policy must be 'stochastic' or 'deterministic', got {self.policy!r}")
 
 
 @dataclass
