@@ -246,10 +246,37 @@ def cmd_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from robotrl.recipes.manipulation import BASE_FILE
+
+    if (Path(args.run) / BASE_FILE).is_file():
+        return _export_manipulation(args)
+    if args.out is None:
+        raise ConfigError("--out BUNDLE_DIR is required to export a quadrotor run")
     from robotrl.recipes.quadrotor import export_run
 
     path = export_run(args.run, args.out)
     print(f"bundle written to {path} (policy.onnx, policy.pt, policy.yaml; parity checked)")
+    return 0
+
+
+def _export_manipulation(args: argparse.Namespace) -> int:
+    """A manipulation run's RL policies as bundles, each flown through onnxruntime on the run's episodes."""
+    from robotrl.recipes import manipulation as m
+    from robotrl.recipes.manipulation_config import load_run_config
+
+    run_dir = Path(args.run)
+    config = load_run_config(run_dir)
+    finished = [s for s in m.RL_STAGES if (run_dir / s / "result.json").is_file()]
+    stages = [args.stage] if args.stage else finished
+    if not stages:
+        raise ConfigError(f"{run_dir} has no finished RL stage to export (train resip or dsrl first)")
+    for stage in stages:
+        bundle = m.export_and_check(config, run_dir, stage, Path(args.out) if args.out else None)
+        print(
+            f"{stage}: bundle {bundle['path']} (parity checked); through onnxruntime success "
+            f"{bundle['success_rate']:.2f} on {bundle['episodes']:.0f} episodes; a step that samples a chunk "
+            f"takes {bundle['chunk_ms_p50']:.2f} ms (p99 {bundle['chunk_ms_p99']:.2f} ms), one thread"
+        )
     return 0
 
 
@@ -557,7 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a policy bundle (ONNX + TorchScript + policy.yaml) from a run")
     ex.add_argument("run", help="training run directory")
-    ex.add_argument("--out", required=True, help="bundle directory to create (must not exist)")
+    ex.add_argument(
+        "--out", help="bundle directory to create (must not exist); a manipulation run: RUN/bundles/STAGE"
+    )
+    ex.add_argument(
+        "--stage", choices=["resip", "dsrl-sac", "dsrl-na"],
+        help="manipulation run: the RL stage to export (default: every finished one)",
+    )  # fmt: skip
     ex.set_defaults(func=cmd_export)
 
     demos = sub.add_parser("demos", help="record scripted-expert demonstrations of a Meta-World task")

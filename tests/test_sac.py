@@ -140,23 +140,37 @@ def test_the_buffer_marks_terminations_only_and_keeps_the_real_last_observation(
         assert data["done"][:n].sum().item() == expected_dones
 
 
-def test_the_td_target_bootstraps_unless_terminated() -> None:
-    sac = SAC(2, 2, tiny_config(initial_alpha=1e-9, gamma=0.5), seed=0)
+def constant_target_q(config: SACConfig, value: float) -> SAC:
+    """A SAC whose target critics say `value` everywhere."""
+    sac = SAC(2, 2, config, seed=0)
     with torch.no_grad():
         for net in sac.critic_target.nets:
             for layer in net:
                 if isinstance(layer, torch.nn.Linear):
                     layer.weight.zero_()
                     layer.bias.zero_()
-            net[-1].bias.fill_(4.0)  # Q_target == 4 everywhere
-    batch = {
+            net[-1].bias.fill_(value)
+    return sac
+
+
+def td_batch(reward: float = 1.0) -> dict[str, torch.Tensor]:
+    return {
         "obs": torch.zeros(2, 2),
         "action": torch.zeros(2, 2),
-        "reward": torch.tensor([1.0, 1.0]),
+        "reward": torch.tensor([reward, reward]),
         "next_obs": torch.zeros(2, 2),
         "done": torch.tensor([0.0, 1.0]),  # row 0 timed out (stored as not done), row 1 terminated
     }
-    torch.testing.assert_close(sac.td_target(batch), torch.tensor([1.0 + 0.5 * 4.0, 1.0]))
+
+
+def test_the_td_target_bootstraps_unless_terminated() -> None:
+    sac = constant_target_q(tiny_config(initial_alpha=1e-9, gamma=0.5), 4.0)
+    torch.testing.assert_close(sac.td_target(td_batch()), torch.tensor([1.0 + 0.5 * 4.0, 1.0]))
+
+
+def test_td_targets_stay_within_the_returns_the_task_can_have() -> None:
+    sac = constant_target_q(tiny_config(initial_alpha=1e-9, gamma=0.5, target_q_range=(0.0, 1.0)), 35.0)
+    torch.testing.assert_close(sac.td_target(td_batch(0.0)), torch.tensor([1.0, 0.0]))
 
 
 # ------------------------------------------------------------------------------------------ bounds

@@ -58,6 +58,11 @@ class SACConfig:
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
     initial_alpha: float = 1.0
+    target_q_range: tuple[float, float] | None = None
+    """Clamp TD targets to the returns the task can have (sparse success reward, episode ends on success:
+    [0, 1]). Without it, failed episodes that end by time-out are only ever bootstrapped, nothing grounds
+    their values, and the actor climbs the critic's extrapolation (measured on peg insertion: Q near 35
+    where no return exceeds 1, and success fell from 0.9 to 0.02)."""
     target_entropy: float | None = None
     """Entropy the temperature steers to; None: -(action dim)."""
     warmup_steps: int = 5_000
@@ -320,7 +325,10 @@ class SAC:
         critic_action = self._critic_action(batch["next_obs"], next_action)
         next_q = self.critic_target(batch["next_obs"], critic_action).min(0).values
         soft_value = next_q - self.alpha * next_log_prob
-        return batch["reward"] + self.config.gamma * (1.0 - batch["done"]) * soft_value
+        target = batch["reward"] + self.config.gamma * (1.0 - batch["done"]) * soft_value
+        if self.config.target_q_range is not None:
+            target = target.clamp(*self.config.target_q_range)
+        return target
 
     def _critic_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         q = self.critic(batch["obs"], batch["action"])

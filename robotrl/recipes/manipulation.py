@@ -38,6 +38,7 @@ from robotrl.wrappers.latent_noise import LatentNoiseEnv
 from robotrl.wrappers.residual import ResidualEnv
 
 BASE_FILE = "base.pt"
+RL_STAGES = ("resip", "dsrl-sac", "dsrl-na")
 DEMOS_FILE = "demos.npz"
 
 
@@ -463,8 +464,8 @@ def _recorded_observations(
     return torch.cat(recorded)
 
 
-def export_stage(config: ManipulationConfig, run_dir: Path, name: str) -> Path:
-    """bundles/<name> for 'resip', 'dsrl-sac' or 'dsrl-na' (replaced if it exists)."""
+def export_stage(config: ManipulationConfig, run_dir: Path, name: str, out: Path | None = None) -> Path:
+    """The bundle of stage `name` ('resip', 'dsrl-sac' or 'dsrl-na'): `out`, or bundles/<name> (replaced)."""
     import shutil
 
     from robotrl.algos.sac import SquashedGaussianActor
@@ -492,9 +493,10 @@ def export_stage(config: ManipulationConfig, run_dir: Path, name: str) -> Path:
         stochastic = result.get("policy", "deterministic") == "stochastic"
         module = ChunkedNoisePolicy(base, actor.eval(), config.dsrl.noise_bound, stochastic)
         sampled = "actor_noise" if stochastic else None
-    out = run_dir / "bundles" / name
-    if out.exists():
-        shutil.rmtree(out)
+    if out is None:
+        out = run_dir / "bundles" / name
+        if out.exists():
+            shutil.rmtree(out)
     metrics = {k: v for k, v in result.items() if "curve" not in k}
     return export_bundle(
         module.eval(), out, metaworld_policy_spec(config, base, sampled),
@@ -544,3 +546,15 @@ def chunk_latency(bundle_dir: Path, calls: int = 300) -> dict[str, float]:
         times.append(time.perf_counter() - start)
     ms = 1e3 * np.asarray(times[20:])
     return {"chunk_ms_p50": float(np.median(ms)), "chunk_ms_p99": float(np.percentile(ms, 99))}
+
+
+def export_and_check(config: ManipulationConfig, run_dir: Path, name: str, out: Path | None = None) -> dict:
+    """Export, then fly the bundle through onnxruntime on the run's episodes and time a chunk; the figures
+    go into the stage's result.json under "bundle"."""
+    path = export_stage(config, run_dir, name, out)
+    figures = {"path": str(path), **evaluate_bundle(config, path), **chunk_latency(path)}
+    result_path = run_dir / name / "result.json"
+    result = json.loads(result_path.read_text())
+    result["bundle"] = figures
+    _write_json(result_path, result)
+    return figures

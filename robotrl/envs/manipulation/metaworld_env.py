@@ -188,7 +188,14 @@ class MetaWorldVecEnv:
                     f"Meta-World worker {worker} died (exit code {proc.exitcode}); its envs are lost, "
                     "make a new MetaWorldVecEnv"
                 )
-        status, payload = conn.recv()
+        try:
+            status, payload = conn.recv()
+        except EOFError:
+            proc.join(timeout=5.0)
+            raise RuntimeError(
+                f"Meta-World worker {worker} exited (code {proc.exitcode}) before answering; a script run "
+                "from standard input cannot start spawned workers: run it from a file"
+            ) from None
         if status != "ok":
             raise RuntimeError(f"Meta-World worker failed: {payload}")
         return payload
