@@ -255,8 +255,9 @@ def dsrl_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
 
     def evaluate(sac: SAC) -> dict[str, float]:
         runs = score(sac, max(32, config.eval_episodes // 3), config.eval_seed + 1)
+        best = max(runs, key=lambda mode: runs[mode]["success_rate"])
         return {
-            "success_rate": runs[d.policy]["success_rate"],
+            "success_rate": runs[best if d.policy == "auto" else d.policy]["success_rate"],
             "success_rate_stochastic": runs["stochastic"]["success_rate"],
             "success_rate_deterministic": runs["deterministic"]["success_rate"],
         }
@@ -272,8 +273,12 @@ def dsrl_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
         runner.load(checkpoint)
     try:
         runner.learn()
+        policy = d.policy
+        if policy == "auto":  # chosen on the in-training evaluation's episodes, never the final ones
+            last = evaluate(sac)
+            policy = max(("stochastic", "deterministic"), key=lambda m: last[f"success_rate_{m}"])
         finals = score(sac, config.eval_episodes, config.eval_seed)
-        final = finals[d.policy]
+        final = finals[policy]
     finally:
         env.env.close()
         eval_env.env.close()
@@ -289,9 +294,9 @@ def dsrl_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
     ]
     result = {
         "success_rate": final["success_rate"],
-        "policy": d.policy,
+        "policy": policy,
         "eval": final,
-        "eval_other": finals["deterministic" if d.policy == "stochastic" else "stochastic"],
+        "eval_other": finals["deterministic" if policy == "stochastic" else "stochastic"],
         "env_steps": runner.env_steps,
         "train_wall_s": runner.wall_s,
         "curve": curve,
@@ -315,11 +320,12 @@ def results_table(config: ManipulationConfig, results: dict[str, dict[str, Any]]
     rows = [
         f"{config.task}: success over {int(base['eval']['episodes'])} seeded episodes "
         f"(max {config.env.max_episode_steps} steps each)\n",
-        "| policy | success | gain [points] | RL env steps | RL wall-clock [s] | base frozen |",
-        "|---|---|---|---|---|---|",
+        "| policy | success | gain [points] | RL env steps | RL wall-clock [s] | base frozen | bundle "
+        "(onnxruntime) |",
+        "|---|---|---|---|---|---|---|",
         f"| base (diffusion BC, sampled noise) | {base['success_rate']:.2f} | | | "
-        f"BC {base['train_wall_s']:.0f} | |",
-        f"| base, zero noise (deterministic) | {base['eval_zero_noise']['success_rate']:.2f} | | | | |",
+        f"BC {base['train_wall_s']:.0f} | | |",
+        f"| base, zero noise (deterministic) | {base['eval_zero_noise']['success_rate']:.2f} | | | | | |",
     ]
     for name, label in (("resip", "ResiP (PPO residual)"), ("dsrl-sac", "DSRL-SAC"), ("dsrl-na", "DSRL-NA")):
         if name not in results:
@@ -327,9 +333,13 @@ def results_table(config: ManipulationConfig, results: dict[str, dict[str, Any]]
         r = results[name]
         gain = 100 * (r["success_rate"] - base["success_rate"])
         frozen = "yes" if r["base_sha256_before"] == r["base_sha256_after"] == base["base_sha256"] else "NO"
+        if "policy" in r:  # DSRL: which noise policy, and how the other one did
+            label += f", {r['policy']} noise (other: {r['eval_other']['success_rate']:.2f})"
+        b = r.get("bundle")
+        exported = f"{b['success_rate']:.2f}, chunk {b['chunk_ms_p50']:.2f} ms" if b else "not exported"
         rows.append(
             f"| {label} | {r['success_rate']:.2f} | {gain:+.0f} | {r['env_steps']:,} | "
-            f"{r['train_wall_s']:.0f} | {frozen} |"
+            f"{r['train_wall_s']:.0f} | {frozen} | {exported} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -361,7 +371,7 @@ def plot_curves(config: ManipulationConfig, results: dict[str, dict[str, Any]], 
         ylabel="success rate",
         ylim=(0, 1.02),
     )
-    ax.set_xscale("symlog", linthresh=1e4)
+    ax.set_xscale("log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
