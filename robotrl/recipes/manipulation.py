@@ -359,19 +359,21 @@ def plot_curves(config: ManipulationConfig, results: dict[str, dict[str, Any]], 
     axes[0].set(title="diffusion BC: denoising loss", xlabel="iteration", ylabel="MSE")
     ax = axes[1]
     ax.axhline(base["success_rate"], color="grey", ls="--", label="base (sampled noise)")
-    for name in ("resip", "dsrl-sac", "dsrl-na"):
-        if name in results:
-            points = [p for p in results[name]["curve"] if "success_rate" in p]
-            ax.plot(
-                [p["env_steps"] for p in points], [p["success_rate"] for p in points], marker="o", label=name
-            )
+    plotted = False
+    for name in RL_STAGES:
+        points = [p for p in results.get(name, {}).get("curve", []) if "success_rate" in p]
+        if points:
+            steps = [p["env_steps"] for p in points]
+            ax.plot(steps, [p["success_rate"] for p in points], marker="o", label=name)
+            plotted = True
     ax.set(
         title=f"{config.task}: evaluation success",
         xlabel="RL env steps",
         ylabel="success rate",
         ylim=(0, 1.02),
     )
-    ax.set_xscale("log")
+    if plotted:  # a log axis needs points; a run without in-training evaluations has none
+        ax.set_xscale("log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
