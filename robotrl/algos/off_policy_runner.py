@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from robotrl.algos.checkpoints import latest_checkpoint, write_checkpoint
 from robotrl.algos.on_policy_runner import VecEnv
 from robotrl.algos.sac import SAC
 
@@ -109,24 +110,15 @@ class OffPolicyRunner:
         return self.run_dir / "checkpoints"
 
     def save(self) -> Path:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / f"steps_{self.env_steps:010d}.pt"
-        previous = self.latest_checkpoint()
+        """The latest checkpoint only: each holds the replay buffer."""
         state = {
             "sac": self.sac.state_dict(),
             "env_steps": self.env_steps,
             "wall_s": self.wall_s,
             "history": self.history,
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)  # never leave a half-written checkpoint behind
-        marker_tmp = self.checkpoint_dir / "latest.txt.tmp"
-        marker_tmp.write_text(path.name)
-        marker_tmp.replace(self.checkpoint_dir / "latest.txt")
-        if previous is not None and previous != path:
-            previous.unlink()
-        return path
+        name = f"steps_{self.env_steps:010d}.pt"
+        return write_checkpoint(self.checkpoint_dir, name, state, keep_previous=False)
 
     def load(self, path: Path) -> None:
         state = torch.load(path, weights_only=False)
@@ -136,11 +128,7 @@ class OffPolicyRunner:
         self.history = list(state["history"])
 
     def latest_checkpoint(self) -> Path | None:
-        marker = self.checkpoint_dir / "latest.txt"
-        if not marker.is_file():
-            return None
-        path = self.checkpoint_dir / marker.read_text().strip()
-        return path if path.is_file() else None
+        return latest_checkpoint(self.checkpoint_dir)
 
     def learn(self) -> dict[str, float]:
         """Train until total_env_steps or the criterion; returns the last evaluation (or {})."""

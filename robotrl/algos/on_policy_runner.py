@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
+from robotrl.algos.checkpoints import latest_checkpoint, write_checkpoint
 from robotrl.algos.ppo import PPO
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,6 @@ class OnPolicyRunner:
         return self.run_dir / "checkpoints"
 
     def save(self) -> Path:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / f"iter_{self.iteration:06d}.pt"
-        tmp = path.with_suffix(".tmp")
         state = {
             "ppo": self.ppo.state_dict(),
             "iteration": self.iteration,
@@ -83,10 +81,7 @@ class OnPolicyRunner:
             "wall_s": self.wall_s,
             "history": self.history,
         }
-        torch.save(state, tmp)
-        tmp.replace(path)  # never leave a half-written checkpoint behind
-        (self.checkpoint_dir / "latest.txt").write_text(path.name)
-        return path
+        return write_checkpoint(self.checkpoint_dir, f"iter_{self.iteration:06d}.pt", state)
 
     def load(self, path: Path) -> None:
         state = torch.load(path, weights_only=False)
@@ -97,11 +92,7 @@ class OnPolicyRunner:
         self.history = list(state["history"])
 
     def latest_checkpoint(self) -> Path | None:
-        marker = self.checkpoint_dir / "latest.txt"
-        if not marker.is_file():
-            return None
-        path = self.checkpoint_dir / marker.read_text().strip()
-        return path if path.is_file() else None
+        return latest_checkpoint(self.checkpoint_dir)
 
     def learn(self) -> dict[str, float]:
         """Train until max_iterations or the criterion; returns the last evaluation (or {})."""
