@@ -404,10 +404,6 @@ def write_report(config: ManipulationConfig, run_dir: Path) -> dict[str, dict[st
     return results
 
 
-def summary_numbers(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    return {name: float(np.round(r["success_rate"], 4)) for name, r in results.items()}
-
-
 # ------------------------------------------------------------------------------------------ export
 METAWORLD_OBSERVATION_FIELDS = (
     ("hand_position", 3, "m", "world frame of the Sawyer scene"),
