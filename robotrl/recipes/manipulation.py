@@ -13,6 +13,7 @@ dsrl-*/ (checkpoints, TensorBoard, result.json), bundles/, results.md, results.j
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -48,6 +49,11 @@ def make_env(config: ManipulationConfig, num_envs: int, seed: int) -> MetaWorldV
     return MetaWorldVecEnv(MetaWorldConfig(config.task, num_envs, e.workers, e.max_episode_steps, seed))
 
 
+def make_eval_env(config: ManipulationConfig) -> MetaWorldVecEnv:
+    """The env every final and in-training evaluation flies, seeded apart from the training envs."""
+    return make_env(config, config.env.num_envs, config.seed + 7)
+
+
 def weights_sha256(module: torch.nn.Module) -> str:
     """Hash of every parameter and buffer: equal before and after RL iff the base stayed frozen."""
     digest = hashlib.sha256()
@@ -65,15 +71,21 @@ def load_base(run_dir: Path) -> DiffusionPolicy:
     return DiffusionPolicy.from_state(torch.load(path, weights_only=False)).requires_grad_(False)
 
 
-def base_act(base: DiffusionPolicy, seed: int):  # -> evaluation.Act
-    """The base alone: a chunk from fresh standard-normal noise at every replanning."""
+def base_act(base: DiffusionPolicy, seed: int, zero_noise: bool = False):  # -> evaluation.Act
+    """The base alone: a chunk from fresh standard-normal noise at every replanning (or from zeros)."""
     generator = torch.Generator().manual_seed(seed)
 
     def act(obs: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(obs.shape[0], *base.noise_shape, generator=generator)
+        shape = (obs.shape[0], *base.noise_shape)
+        noise = torch.zeros(shape) if zero_noise else torch.randn(shape, generator=generator)
         return base.sample(obs, noise)[:, : base.action_horizon]
 
     return act
+
+
+def without_curves(result: dict[str, Any]) -> dict[str, Any]:
+    """A stage's result without its learning curves: the figures for results.json and bundle provenance."""
+    return {k: v for k, v in result.items() if "curve" not in k}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -102,10 +114,11 @@ def demos_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True
     path = run_dir / DEMOS_FILE
     if path.is_file():
         return DemoDataset.load(path)
-    d = config.demos
-    demo_config = type(d)(**{**d.__dict__, "task": config.task, "seed": config.seed,
-                             "num_envs": config.env.num_envs, "workers": config.env.workers,
-                             "max_episode_steps": config.env.max_episode_steps})  # fmt: skip
+    e = config.env
+    demo_config = dataclasses.replace(
+        config.demos, task=config.task, seed=config.seed, num_envs=e.num_envs, workers=e.workers,
+        max_episode_steps=e.max_episode_steps,
+    )  # fmt: skip
     start = time.perf_counter()
     dataset = collect_demos(demo_config, progress)
     dataset.meta["wall_s"] = time.perf_counter() - start
@@ -129,17 +142,12 @@ def base_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
     train_s = time.perf_counter() - start
     torch.save(policy.state(), run_dir / BASE_FILE)
     base = load_base(run_dir)
-    with make_env(config, config.env.num_envs, config.seed + 7) as env:
-        sampled = evaluate_success(
-            ChunkSteps(env), base_act(base, config.seed), config.eval_episodes, config.eval_seed
-        )
-        zero = evaluate_success(
-            ChunkSteps(env),
-            lambda obs, fresh: base.sample(obs, torch.zeros(obs.shape[0], *base.noise_shape))[
-                :, : base.action_horizon
-            ],
-            config.eval_episodes,
-            config.eval_seed,
+    with make_eval_env(config) as env:
+        sampled, zero = (
+            evaluate_success(
+                ChunkSteps(env), base_act(base, config.seed, zero), config.eval_episodes, config.eval_seed
+            )
+            for zero in (False, True)
         )
     result = {
         "success_rate": sampled["success_rate"],
@@ -167,9 +175,7 @@ def resip_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True
     base = load_base(run_dir)
     sha_before = weights_sha256(base)
     env = ResidualEnv(make_env(config, r.num_envs, config.seed + 11), base, r.scale, seed=config.seed)
-    eval_env = ResidualEnv(
-        make_env(config, config.env.num_envs, config.seed + 7), base, r.scale, seed=config.seed
-    )
+    eval_env = ResidualEnv(make_eval_env(config), base, r.scale, seed=config.seed)
     policy = ActorCritic(
         env.observation_dim, env.observation_dim, env.action_dim, actor_hidden=r.hidden,
         critic_hidden=r.hidden, init_log_std=r.init_log_std, normalize_obs=True, activation="relu",
@@ -235,9 +241,8 @@ def dsrl_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
     base = load_base(run_dir)
     sha_before = weights_sha256(base)
     env = LatentNoiseEnv(make_env(config, d.num_envs, config.seed + 13), base, d.noise_bound)
-    eval_env = LatentNoiseEnv(make_env(config, config.env.num_envs, config.seed + 7), base, d.noise_bound)
-    sac_config = type(d.sac)(**{**d.sac.__dict__, "action_bound": d.noise_bound,
-                                "noise_aliasing": d.variant == "na"})  # fmt: skip
+    eval_env = LatentNoiseEnv(make_eval_env(config), base, d.noise_bound)
+    sac_config = dataclasses.replace(d.sac, action_bound=d.noise_bound, noise_aliasing=d.variant == "na")
     sac = SAC(env.observation_dim, env.action_dim, sac_config, seed=config.seed,
               decoder=env if d.variant == "na" else None)  # fmt: skip
 
@@ -398,7 +403,7 @@ def write_report(config: ManipulationConfig, run_dir: Path) -> dict[str, dict[st
     (run_dir / "results.md").write_text(results_table(config, results))
     _write_json(
         run_dir / "results.json",
-        {k: {kk: vv for kk, vv in v.items() if "curve" not in kk} for k, v in results.items()},
+        {name: without_curves(result) for name, result in results.items()},
     )
     plot_curves(config, results, run_dir / "curves.png")
     return results
@@ -505,7 +510,7 @@ def export_stage(config: ManipulationConfig, run_dir: Path, name: str, out: Path
         out = run_dir / "bundles" / name
         if out.exists():
             shutil.rmtree(out)
-    metrics = {k: v for k, v in result.items() if "curve" not in k}
+    metrics = without_curves(result)
     return export_bundle(
         module.eval(), out, metaworld_policy_spec(config, base, sampled),
         _recorded_observations(config, base), seed=config.seed, config=to_dict(config), metrics=metrics,
@@ -531,7 +536,7 @@ def evaluate_bundle(
     config: ManipulationConfig, bundle_dir: Path, episodes: int | None = None
 ) -> dict[str, float]:
     """Success of a bundle flown through onnxruntime on the run's seeded evaluation episodes."""
-    with make_env(config, config.env.num_envs, config.seed + 7) as env:
+    with make_eval_env(config) as env:
         return evaluate_success(
             env,
             bundle_act(bundle_dir, env.num_envs, config.seed),
