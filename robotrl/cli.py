@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from robotrl.config import ConfigError
+from robotrl.config import ConfigError, load_yaml
 from robotrl.export.bundle import BundleError
 from robotrl.tables import markdown_table, rich_table
 
@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_train_raptor(args)
     if args.task in MANIPULATION_STAGES:
         return cmd_train_manipulation(args)
+    if args.task == "quadruped-jump":
+        return cmd_train_quadruped_jump(args)
     from robotrl.recipes.quadrotor import load_config, train
 
     overrides = _overrides(
@@ -221,6 +223,38 @@ def cmd_train_manipulation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_quadruped_jump(args: argparse.Namespace) -> int:
+    """In-place jumps, then the forward curriculum from that policy (robotrl.recipes.quadruped_jump)."""
+    from robotrl.recipes.quadruped_jump import load_config, train
+
+    if args.platform is not None or args.teachers is not None or args.backend is not None or args.env_task:
+        raise ConfigError(
+            "--platform, --teachers, --backend and --task do not apply to `train quadruped-jump`"
+        )
+    overrides = _overrides(args, (("num_envs", "env.num_envs"), ("seed", "seed"), ("threads", "threads")))
+    if args.stage is not None:
+        overrides.append(f"stages=[{args.stage}]" if args.stage == "upward" else "stages=[upward, forward]")
+    if args.max_iterations is not None:
+        if args.stage is None:
+            raise ConfigError("--max-iterations needs --stage upward|forward (the stage it budgets)")
+        overrides.append(f"{args.stage}.max_iterations={args.max_iterations}")
+    config = _load_train_config(args, load_config, overrides)
+    run_dir = Path(args.run_dir or f"runs/quadruped-jump-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"training {' then '.join(config.stages)} jumps in {run_dir} ({config.env.num_envs} envs)")
+    summaries = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    for name, summary in summaries.items():
+        ev = summary["eval"]
+        status = "met" if summary["criterion_met"] else "NOT met"
+        print(
+            f"{name}: criterion {status} after {summary['iterations']} iterations, "
+            f"{summary['env_steps']:,} env steps, {summary['train_wall_s']:.0f} s; "
+            f"success {ev['success_rate']:.2f}, apex gain {ev['apex_gain_m_mean']:.3f} m, "
+            f"landing error {ev['landing_error_m_mean']:.3f} m"
+        )
+    print(f"run: {run_dir}")
+    return 0
+
+
 def cmd_demos(args: argparse.Namespace) -> int:
     from robotrl.envs.manipulation.demos import DemoConfig, collect_demos
     from robotrl.envs.manipulation.metaworld_env import check_task, task_names
@@ -250,6 +284,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if (Path(args.run) / BASE_FILE).is_file():
         return _export_manipulation(args)
+    if _is_jump_run(Path(args.run)):
+        from robotrl.recipes.quadruped_jump import export_run as export_jump_run
+
+        out = Path(args.out or Path(args.run) / "bundle")
+        path = export_jump_run(args.run, out)
+        print(f"bundle written to {path} (policy.onnx, policy.pt, policy.yaml; parity checked)")
+        return 0
     if args.out is None:
         raise ConfigError("--out BUNDLE_DIR is required to export a quadrotor run")
     from robotrl.recipes.quadrotor import export_run
@@ -316,9 +357,44 @@ def evaluate(
     return metrics
 
 
+def _is_jump_run(path: Path) -> bool:
+    config = path / "config.yaml"
+    return config.is_file() and "stages" in (load_yaml(config) or {})
+
+
+def _is_jump_target(path: Path) -> bool:
+    if _is_jump_run(path):
+        return True
+    manifest = path / "policy.yaml"
+    return manifest.is_file() and (load_yaml(manifest) or {}).get("task") == "quadruped_jump"
+
+
+def _eval_jump(args: argparse.Namespace) -> int:
+    """`eval JUMP_RUN_OR_BUNDLE [--sim pybullet]`: the bundle's jumps in MuJoCo (and pybullet)."""
+    from robotrl.recipes.quadruped_jump_report import bundle_config, write_report
+
+    target = Path(args.target)
+    run_dir = target if _is_jump_run(target) else None
+    bundle = target / "bundle" if run_dir is not None else target
+    if not (bundle / "policy.yaml").is_file():
+        raise ConfigError(f"{target} has no bundle yet: run `robotrl export {target}` first")
+    sims = ("mujoco",) if args.sim == "mujoco" else ("mujoco", args.sim)
+    distances = bundle_config(bundle).eval.forward_distances_m
+    if args.distances is not None:
+        distances = tuple(float(d) for d in args.distances.split(","))
+    out_dir = Path(args.out or target / "eval_jump")
+    episodes = 64 if args.episodes is None else args.episodes
+    report = write_report(bundle, out_dir, distances, episodes, sims, run_dir)
+    print((out_dir / "results.md").read_text())
+    print(f"wrote {out_dir / 'results.md'}, {out_dir / 'results.json'}" + (", curves.png" if run_dir else ""))
+    return 0 if report["results"] else 1
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.suite == "manipulation":
         return _eval_manipulation(args)
+    if args.sim is not None or _is_jump_target(Path(args.target)):
+        return _eval_jump(args)
     if args.suite:
         return _eval_suite(args)
     targets = [args.target] + (["geometric"] if args.baseline and args.target != "geometric" else [])
@@ -519,9 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a policy in batched simulation")
     train.add_argument(
         "task",
-        choices=["quadrotor", "raptor", *MANIPULATION_STAGES],
+        choices=["quadrotor", "raptor", *MANIPULATION_STAGES, "quadruped-jump"],
         help="quadrotor: one policy for one platform; raptor: teacher farm + recurrent foundation student; "
-        "diffusion: Meta-World demos + diffusion BC; resip / dsrl: RL over that frozen diffusion policy",
+        "diffusion: Meta-World demos + diffusion BC; resip / dsrl: RL over that frozen diffusion policy; "
+        "quadruped-jump: A1 jumps in MuJoCo, in place then forward",
     )
     train.add_argument(
         "--config",
@@ -547,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", dest="env_task", help="diffusion/resip/dsrl: a Meta-World task, e.g. assembly-v3"
     )
     train.add_argument("--variant", choices=["sac", "na"], help="dsrl: DSRL-SAC or noise-aliased DSRL-NA")
+    train.add_argument(
+        "--stage", choices=["upward", "forward"],
+        help="quadruped-jump: train up to this stage (forward trains upward first when it is not done)",
+    )  # fmt: skip
     train.add_argument(
         "--set",
         action="append",
@@ -578,6 +659,13 @@ def build_parser() -> argparse.ArgumentParser:
         "mass, rotor and gust changes; vs. the geometric baseline and the official RAPTOR checkpoint. "
         "manipulation: a `train diffusion/resip/dsrl` run's policies on the same seeded episodes)",
     )  # fmt: skip
+    ev.add_argument(
+        "--sim", choices=["mujoco", "pybullet"],
+        help="quadruped-jump run or bundle: also replay the bundle in pybullet (sim-to-sim) or MuJoCo only",
+    )  # fmt: skip
+    ev.add_argument(
+        "--distances", help="quadruped-jump: forward landings [m], comma-separated (default from the config)"
+    )
     ev.add_argument("--teachers", help="with --suite raptor: a raptor run; also fly its training quadrotors")
     ev.add_argument("--quadrotors", type=int, default=100, help="with --suite raptor: held-out quadrotors")
     ev.set_defaults(func=cmd_eval)

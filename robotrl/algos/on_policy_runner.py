@@ -81,6 +81,8 @@ class OnPolicyRunner:
             "wall_s": self.wall_s,
             "history": self.history,
         }
+        if hasattr(self.env, "state_dict"):
+            state["env"] = self.env.state_dict()  # e.g. curriculum levels
         return write_checkpoint(self.checkpoint_dir, f"iter_{self.iteration:06d}.pt", state)
 
     def load(self, path: Path) -> None:
@@ -90,6 +92,8 @@ class OnPolicyRunner:
         self.env_steps = int(state["env_steps"])
         self.wall_s = float(state["wall_s"])
         self.history = list(state["history"])
+        if "env" in state and hasattr(self.env, "load_state_dict"):
+            self.env.load_state_dict(state["env"])
 
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.checkpoint_dir)

@@ -79,8 +79,12 @@ class ActorCritic(nn.Module):
         action_offset: torch.Tensor | None = None,
         normalize_obs: bool = True,
         activation: str = "tanh",
+        action_clip: float = 1.0,
     ):
         super().__init__()
+        self.action_clip = action_clip
+        """Bound of the deterministic actor's output: the env's own action clip, so that what leaves
+        training acts as the mean did in training (a jump env clips at 10, not 1)."""
         self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize_obs)
         self.privileged_normalizer = RunningNormalizer(privileged_dim)
         self.actor = mlp(obs_dim, actor_hidden, action_dim, activation_class(activation))
@@ -107,13 +111,15 @@ class ActorCritic(nn.Module):
 
 
 class DeterministicActor(nn.Module):
-    """What leaves training: normaliser, actor MLP, offset and the clip to [-1, 1]; `obs` -> `actions`."""
+    """What leaves training: normaliser, actor MLP, offset and the env's action clip; `obs` -> `actions`."""
 
     def __init__(self, policy: ActorCritic):
         super().__init__()
         self.obs_normalizer = policy.obs_normalizer
         self.actor = policy.actor
         self.register_buffer("action_offset", policy.action_offset.clone())
+        self.action_clip = policy.action_clip
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return (self.actor(self.obs_normalizer(obs)) + self.action_offset).clamp(-1.0, 1.0)
+        clip = self.action_clip
+        return (self.actor(self.obs_normalizer(obs)) + self.action_offset).clamp(-clip, clip)

@@ -57,6 +57,9 @@ class CurriculumConfig:
     """Box extent along the jump (x) [m] (ours)."""
     obstacle_min_forward_m: float = 0.6
     """Shortest jump over a box [m], so the box fits between start and landing (ours)."""
+    fixed_landing_m: tuple[float, float] | None = None
+    """(forward, lateral) [m]: every command asks for this landing, whatever the stage and level (for
+    evaluations that score one jump on many robots)."""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -136,6 +139,8 @@ class JumpCurriculum:
             lateral = uniform(-side, side)
         command[:, 0] = torch.where(upward, 0.0, forward)
         command[:, 1] = torch.where(upward, 0.0, lateral)
+        if cfg.fixed_landing_m is not None:
+            command[:, 0:2] = torch.tensor(cfg.fixed_landing_m, device=dev)
         return command
 
     def _band(self, level: torch.Tensor, low: float, high: float) -> tuple[torch.Tensor, torch.Tensor]:

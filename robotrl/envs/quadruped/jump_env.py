@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from robotrl.envs.quadruped.curriculum import (
 from robotrl.envs.quadruped.model import LEGS, NUM_JOINTS, A1Config
 from robotrl.envs.quadruped.phases import JumpPhases
 from robotrl.envs.quadruped.sim import QuadrupedSim, QuadrupedSimConfig, QuadrupedState
+
+if TYPE_CHECKING:
+    from robotrl.envs.quadruped.pybullet_sim import PybulletQuadrupedSim
 
 OBSERVATION_FIELDS: tuple[tuple[str, int, str, str], ...] = (
     ("projected_gravity_b", 3, "1", "unit gravity direction in the body frame (FLU)"),
@@ -160,9 +164,14 @@ class QuadrupedJumpEnvConfig:
     termination: TerminationConfig = field(default_factory=TerminationConfig)
     randomisation: RandomisationConfig = field(default_factory=RandomisationConfig)
     robot: A1Config = field(default_factory=A1Config)
+    simulator: Literal["mujoco", "pybullet"] = "mujoco"
+    """Physics backend: MuJoCo for training; pybullet (robots stepped one by one in Python, no domain
+    randomisation) to check a MuJoCo-trained policy in a second simulator (sim-to-sim)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.simulator not in ("mujoco", "pybullet"):
+            raise ValueError(f"simulator must be 'mujoco' or 'pybullet', got {self.simulator!r}")
         if self.num_envs < 1 or self.upward_episode_s <= 0 or self.forward_episode_s <= 0:
             raise ValueError(
                 f"need num_envs >= 1 and positive episode lengths, got {self.num_envs}, "
@@ -188,7 +197,13 @@ class QuadrupedJumpEnv:
             per_env_models=config.randomisation.enabled,
             robot=config.robot,
         )
-        self.sim = QuadrupedSim(sim_config)
+        self.sim: QuadrupedSim | PybulletQuadrupedSim
+        if config.simulator == "pybullet":
+            from robotrl.envs.quadruped.pybullet_sim import PybulletQuadrupedSim
+
+            self.sim = PybulletQuadrupedSim(sim_config)
+        else:
+            self.sim = QuadrupedSim(sim_config)
         robot = self.sim.robot
         self.dt = self.sim.policy_dt
         self.standing_height_m = robot.standing_height_m
@@ -350,6 +365,12 @@ class QuadrupedJumpEnv:
             info["final_obs"] = obs.clone()
             info["final_privileged_obs"] = self.privileged_observation()
             info["episode"] = self._episode_stats(ids, success, reasons)
+            info["final"] = {
+                "apex_gain_m": self.max_height - self.standing_height_m,
+                "landing_error_m": self.landing_error_m.clone(),
+                "has_landed": self.phases.has_landed.clone(),
+                "landing_pos_rel_m": self.landing_pos_w - self._start_pos,
+            }
             self.curriculum.update(ids, success[ids])
             info["episode"].update(self.curriculum.summary())
             self.reset_idx(ids)
@@ -502,6 +523,13 @@ class QuadrupedJumpEnv:
             ),
             dim=-1,
         )
+
+    def state_dict(self) -> dict[str, object]:
+        """What a resumed training run needs back: each env's curriculum level."""
+        return {"curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.curriculum.load_state_dict(state["curriculum"])  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.sim.close()

@@ -105,7 +105,7 @@ class A1Model:
         return float(self.standing_qpos[2])
 
 
-def _urdf_path() -> str:
+def urdf_path() -> str:
     import pybullet_data
 
     return os.path.join(pybullet_data.getDataPath(), "a1", "a1.urdf")
@@ -114,7 +114,7 @@ def _urdf_path() -> str:
 def _urdf_without_visuals() -> str:
     """The URDF text without <visual> elements (their meshes need not load) and with each collision
     named after its link (MuJoCo's URDF reader warns about every unnamed one)."""
-    path = _urdf_path()
+    path = urdf_path()
     if not os.path.exists(path):
         raise FileNotFoundError(f"A1 URDF not found at {path}: pip install pybullet (it ships pybullet_data)")
     root = ET.parse(path).getroot()
@@ -126,7 +126,7 @@ def _urdf_without_visuals() -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def _renamed(name: str) -> str:
+def link_name(name: str) -> str:
     """FR_upper_joint -> FR_thigh_joint, FR_toe -> FR_foot; names outside the legs stay."""
     leg, _, rest = name.partition("_")
     if leg not in LEGS:
@@ -196,7 +196,7 @@ def _spec(config: A1Config) -> mujoco.MjSpec:
     for name in ("imu_link", *(f"{leg}_upper_shoulder" for leg in LEGS)):
         spec.detach_body(spec.body(name))
     for element in (*spec.bodies, *spec.joints, *spec.geoms):
-        element.name = _renamed(element.name)
+        element.name = link_name(element.name)
     spec.body("trunk").add_freejoint(name="base")
     _keep_floor_contacts_only(spec, config)
     _add_touch_sensors(spec)

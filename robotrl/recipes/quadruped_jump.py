@@ -1,0 +1,280 @@
+"""Quadruped jumping, staged: in-place jumps first, then the forward curriculum from that policy.
+
+A run directory holds config.yaml and one sub-directory per stage (checkpoints/, tb/, summary.json).
+A stage with a summary.json is done; the next one starts from its final weights, as the reference-free
+curriculum trains stage 2 from stage 1 (ANCHORS §3). `--resume` continues the unfinished stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
+from robotrl.algos.ppo import PPO, PPOConfig
+from robotrl.config import ConfigError, load_config_file, to_dict
+from robotrl.envs.quadruped.curriculum import STAGES
+from robotrl.envs.quadruped.evaluation import jump_metrics
+from robotrl.envs.quadruped.jump_env import (
+    ACTION_FIELDS,
+    OBSERVATION_FIELDS,
+    QuadrupedJumpEnv,
+    QuadrupedJumpEnvConfig,
+)
+from robotrl.export.bundle import ActionField, Normalization, ObservationField, PolicySpec
+from robotrl.export.export import export_bundle
+from robotrl.policies.mlp import ActorCritic
+from robotrl.recipes.quadrotor import PolicyConfig, prepare_run_dir
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "quadruped_jump.yaml"
+
+
+@dataclass
+class StageConfig:
+    max_iterations: int = 1000
+    eval_landing_m: tuple[float, float] = (0.0, 0.0)
+    """(forward, lateral) landing of the in-training evaluation [m]."""
+    criterion_success: float = 0.8
+    """The stage's evaluation criterion: upward_criterion_rate (upward) or success_rate (forward)."""
+    stop_at_criterion: bool = True
+
+
+@dataclass
+class JumpEvalConfig:
+    episodes: int = 128
+    seed: int = 12345
+    every: int = 25
+    """Iterations between in-training evaluations."""
+    forward_distances_m: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    """Forward landings of the final report."""
+
+
+@dataclass
+class QuadrupedJumpTrainConfig:
+    env: QuadrupedJumpEnvConfig = field(default_factory=QuadrupedJumpEnvConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    stages: tuple[str, ...] = ("upward", "forward")
+    """Curriculum stages trained in order, each from the previous one's weights."""
+    upward: StageConfig = field(default_factory=StageConfig)
+    forward: StageConfig = field(
+        default_factory=lambda: StageConfig(eval_landing_m=(0.5, 0.0), criterion_success=0.7)
+    )
+    checkpoint_every: int = 50
+    eval: JumpEvalConfig = field(default_factory=JumpEvalConfig)
+    seed: int = 0
+    threads: int = 2
+    """torch intra-op threads; the MuJoCo rollout threads are env.num_threads."""
+
+    def __post_init__(self) -> None:
+        if not self.stages or len(set(self.stages)) != len(self.stages) or set(self.stages) - set(STAGES[:2]):
+            raise ValueError(f"stages must be distinct names out of ['upward', 'forward'], got {self.stages}")
+
+    def stage(self, name: str) -> StageConfig:
+        return getattr(self, name)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> QuadrupedJumpTrainConfig:
+    return load_config_file(QuadrupedJumpTrainConfig, path or DEFAULT_CONFIG, overrides)
+
+
+def stage_env_config(config: QuadrupedJumpTrainConfig, name: str) -> QuadrupedJumpEnvConfig:
+    env = config.env
+    return dataclasses.replace(
+        env, seed=config.seed, curriculum=dataclasses.replace(env.curriculum, stage=name)
+    )
+
+
+def eval_env_config(
+    config: QuadrupedJumpTrainConfig, landing_m: tuple[float, float]
+) -> QuadrupedJumpEnvConfig:
+    """One landing for every robot, the evaluation seed, no domain randomisation."""
+    env = config.env
+    stage = "upward" if tuple(landing_m) == (0.0, 0.0) else "forward"
+    curriculum = dataclasses.replace(env.curriculum, stage=stage, fixed_landing_m=tuple(landing_m))
+    return dataclasses.replace(
+        env,
+        num_envs=config.eval.episodes,
+        seed=config.eval.seed,
+        curriculum=curriculum,
+        randomisation=dataclasses.replace(env.randomisation, enabled=False),
+    )
+
+
+def build_policy(config: QuadrupedJumpTrainConfig) -> ActorCritic:
+    return ActorCritic(
+        QuadrupedJumpEnv.observation_dim,
+        QuadrupedJumpEnv.privileged_dim,
+        QuadrupedJumpEnv.action_dim,
+        action_clip=config.env.action_clip,
+        **config.policy.network_kwargs(),
+    )
+
+
+def evaluate_policy(
+    actor: torch.nn.Module, config: QuadrupedJumpTrainConfig, landing_m: tuple[float, float]
+) -> dict[str, float]:
+    env = QuadrupedJumpEnv(eval_env_config(config, landing_m))
+    try:
+        return jump_metrics(
+            actor, env, seed=config.eval.seed, min_apex_gain_m=config.env.apex_gain_criterion_m
+        )
+    finally:
+        env.close()
+
+
+def train(
+    config: QuadrupedJumpTrainConfig, run_dir: Path, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train every stage not yet done, each from the previous stage's weights; returns the summaries."""
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, to_dict(config), resume)
+    torch.set_num_threads(config.threads)
+    summaries: dict[str, Any] = {}
+    previous: Path | None = None
+    for name in config.stages:
+        summary_path = run_dir / name / "summary.json"
+        if summary_path.is_file():
+            summaries[name] = json.loads(summary_path.read_text())
+        else:
+            summaries[name] = _train_stage(config, name, run_dir / name, previous, progress)
+        previous = Path(summaries[name]["checkpoint"])
+    return summaries
+
+
+def _train_stage(
+    config: QuadrupedJumpTrainConfig,
+    name: str,
+    stage_dir: Path,
+    previous: Path | None,
+    progress: bool,
+) -> dict[str, Any]:
+    stage = config.stage(name)
+    torch.manual_seed(config.seed)
+    env = QuadrupedJumpEnv(stage_env_config(config, name))
+    ppo = PPO(build_policy(config), config.ppo, env.num_envs, seed=config.seed)
+    key = "upward_criterion_rate" if name == "upward" else "success_rate"
+
+    def evaluate(algo: PPO) -> dict[str, float]:
+        metrics = evaluate_policy(algo.policy.deterministic_actor(), config, stage.eval_landing_m)
+        metrics["criterion_met"] = float(metrics[key] >= stage.criterion_success)
+        return metrics
+
+    runner_config = RunnerConfig(
+        max_iterations=stage.max_iterations,
+        checkpoint_every=config.checkpoint_every,
+        eval_every=config.eval.every,
+        stop_at_criterion=stage.stop_at_criterion,
+    )
+    runner = OnPolicyRunner(env, ppo, stage_dir, runner_config, evaluate, progress=progress)
+    checkpoint = runner.latest_checkpoint()
+    if checkpoint is not None:
+        runner.load(checkpoint)
+    elif previous is not None:
+        ppo.policy.load_state_dict(torch.load(previous, weights_only=False)["ppo"]["policy"])
+    start = time.perf_counter()
+    try:
+        last_eval = runner.learn()
+    finally:
+        env.close()
+    if not last_eval:
+        last_eval = evaluate(ppo)
+    summary = {
+        "stage": name,
+        "iterations": runner.iteration,
+        "env_steps": runner.env_steps,
+        "train_wall_s": runner.wall_s,
+        "this_session_wall_s": time.perf_counter() - start,
+        "criterion_met": bool(last_eval.get("criterion_met")),
+        "eval": last_eval,
+        "checkpoint": str(runner.latest_checkpoint()),
+    }
+    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_run(run_dir: str | Path, stage: str | None = None) -> tuple[QuadrupedJumpTrainConfig, ActorCritic]:
+    """The config and the policy of a run's last trained stage (or of the named one)."""
+    run_dir = Path(run_dir)
+    config = load_config_file(QuadrupedJumpTrainConfig, run_dir / "config.yaml")
+    names = list(config.stages)
+    if stage is not None and stage not in names:
+        raise ConfigError(f"{run_dir} has no stage {stage!r}; its stages are {names}")
+    trained = [n for n in names if (run_dir / n / "checkpoints" / "latest.txt").is_file()]
+    if not trained:
+        raise ConfigError(
+            f"{run_dir} has no checkpoint yet (no <stage>/checkpoints/latest.txt): train it first"
+        )
+    chosen = stage or trained[-1]
+    marker = run_dir / chosen / "checkpoints" / "latest.txt"
+    if not marker.is_file():
+        raise ConfigError(f"stage {chosen!r} of {run_dir} has no checkpoint yet")
+    state = torch.load(marker.parent / marker.read_text().strip(), weights_only=False)
+    policy = build_policy(config)
+    policy.load_state_dict(state["ppo"]["policy"])
+    return config, policy.eval()
+
+
+def jump_policy_spec(config: QuadrupedJumpTrainConfig, control_rate_hz: float) -> PolicySpec:
+    """The bundle contract of a jumping policy: the jump env's 57 observations in, 12 joint actions out."""
+    env, robot = config.env, config.env.robot
+    return PolicySpec(
+        task="quadruped_jump",
+        robot="unitree_a1",
+        observation_fields=tuple(ObservationField(*f) for f in OBSERVATION_FIELDS),
+        normalization=Normalization(in_graph=True, method="running mean/std from training, clipped to +-10"),
+        action_fields=tuple(
+            ActionField(
+                *f,
+                scaling="joint target = default pose + 0.25 action (hips x0.5) [rad]",
+                low=-env.action_clip,
+                high=env.action_clip,
+            )
+            for f in ACTION_FIELDS
+        ),
+        control_rate_hz=control_rate_hz,
+        safety_limits={
+            "kp": robot.kp,
+            "kd": robot.kd,
+            "default_joint_pos_rad": [float(q) for q in robot.standing_joint_pos],
+            "hip_action_scale": env.hip_action_scale,
+            "min_base_height_m": env.termination.min_base_height_m,
+        },
+    )
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, stage: str | None = None, steps: int = 150) -> Path:
+    """Write a bundle of a run's last (or the named) stage; parity runs on observations of its own jumps."""
+    run_dir = Path(run_dir)
+    config, policy = load_run(run_dir, stage)
+    actor = policy.deterministic_actor()
+    env = QuadrupedJumpEnv(dataclasses.replace(eval_env_config(config, (0.0, 0.0)), num_envs=4))
+    recorded = [env.reset(seed=config.eval.seed)]
+    with torch.no_grad():
+        for _ in range(steps - 1):
+            obs, *_ = env.step(actor(recorded[-1]))
+            recorded.append(obs)
+    env.close()
+    control_rate_hz = 1.0 / env.dt
+    summaries = {
+        name: json.loads((run_dir / name / "summary.json").read_text())
+        for name in config.stages
+        if (run_dir / name / "summary.json").is_file()
+    }
+    return export_bundle(
+        actor,
+        out_dir,
+        jump_policy_spec(config, control_rate_hz),
+        torch.cat(recorded),
+        seed=config.seed,
+        config=to_dict(config),
+        metrics=summaries,
+    )

@@ -1,0 +1,153 @@
+"""Jump training end to end on tiny budgets: stages, resume, evaluation, export, the sim-to-sim report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from robotrl.cli import main
+from robotrl.config import ConfigError
+from robotrl.envs.quadruped.curriculum import CurriculumConfig, JumpCurriculum
+from robotrl.envs.quadruped.evaluation import jump_metrics
+from robotrl.envs.quadruped.jump_env import QuadrupedJumpEnv, QuadrupedJumpEnvConfig
+from robotrl.policies.mlp import ActorCritic
+from robotrl.recipes.quadruped_jump import export_run, load_config, load_run, train
+from robotrl.recipes.quadruped_jump_report import longest_jump, sim_to_sim
+from robotrl.runtime.policy_runner import PolicyRunner
+
+TINY = [
+    "env.num_envs=64",
+    "env.num_threads=1",
+    "threads=1",
+    "ppo.num_steps=8",
+    "upward.max_iterations=2",
+    "forward.max_iterations=2",
+    "eval.every=2",
+    "eval.episodes=8",
+    "checkpoint_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("jump") / "run"
+    train(load_config(None, TINY), run_dir, progress=False)
+    return run_dir
+
+
+def test_stages_train_in_order_and_forward_starts_from_upward(tiny_run: Path) -> None:
+    upward = json.loads((tiny_run / "upward" / "summary.json").read_text())
+    forward = json.loads((tiny_run / "forward" / "summary.json").read_text())
+    assert upward["iterations"] == 2 and forward["iterations"] == 2
+    assert set(forward["eval"]) >= {"success_rate", "apex_gain_m_mean", "upward_criterion_rate"}
+    # The forward stage's first update starts from the upward stage's final weights.
+    first = torch.load(tiny_run / "forward" / "checkpoints" / "iter_000001.pt", weights_only=False)
+    final_up = torch.load(Path(upward["checkpoint"]), weights_only=False)
+    w_up = final_up["ppo"]["policy"]["actor.0.weight"]
+    w_fw = first["ppo"]["policy"]["actor.0.weight"]
+    fresh = ActorCritic(
+        57, 75, 12, actor_hidden=(256, 128, 64), critic_hidden=(256, 128, 64), activation="elu"
+    )
+    assert (w_fw - w_up).abs().max() < (w_fw - fresh.actor[0].weight).abs().max()
+
+
+def test_resume_continues_the_stage_and_restores_the_curriculum(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = load_config(None, [*TINY, "stages=[forward]", "forward.max_iterations=2"])
+    train(config, run_dir, progress=False)
+    path = run_dir / "forward" / "checkpoints" / "iter_000002.pt"
+    state = torch.load(path, weights_only=False)
+    # Levels no 8-step iteration can change (forward episodes last 4 s): they must come back on resume.
+    state["env"]["curriculum"]["level"] = torch.arange(64) % 11
+    torch.save(state, path)
+    (run_dir / "forward" / "summary.json").unlink()  # as if the run had been killed after its checkpoint
+    longer = load_config(run_dir / "config.yaml", ["forward.max_iterations=3"])
+    summary = train(longer, run_dir, resume=True, progress=False)["forward"]
+    assert summary["iterations"] == 3
+    resumed = torch.load(run_dir / "forward" / "checkpoints" / "iter_000003.pt", weights_only=False)
+    assert [h["iteration"] for h in resumed["history"]] == [1.0, 2.0, 3.0]
+    assert torch.equal(resumed["env"]["curriculum"]["level"], torch.arange(64) % 11)
+
+
+def test_a_new_run_refuses_a_used_directory(tiny_run: Path) -> None:
+    with pytest.raises(ConfigError, match="not empty"):
+        train(load_config(None, TINY), tiny_run, progress=False)
+
+
+def test_the_deterministic_actor_keeps_the_envs_action_range() -> None:
+    policy = ActorCritic(4, 4, 2, action_clip=10.0)
+    torch.nn.init.constant_(policy.actor[-1].bias, 5.0)
+    assert (policy.deterministic_actor()(torch.zeros(3, 4)) > 4.9).all()
+    assert ActorCritic(4, 4, 2).deterministic_actor().action_clip == 1.0
+
+
+def test_a_fixed_landing_overrides_every_level() -> None:
+    curriculum = JumpCurriculum(CurriculumConfig(stage="forward", fixed_landing_m=(0.5, 0.1)), 6)
+    curriculum.level[:] = torch.arange(6)
+    command = curriculum.sample(torch.arange(6), torch.Generator().manual_seed(0))
+    assert torch.allclose(command[:, 0:2], torch.tensor([0.5, 0.1]).expand(6, 2))
+
+
+def test_jump_metrics_score_a_standing_robot_as_no_jump() -> None:
+    env = QuadrupedJumpEnv(QuadrupedJumpEnvConfig(num_envs=4, num_threads=1, upward_episode_s=0.5))
+    metrics = jump_metrics(lambda obs: torch.zeros(obs.shape[0], 12), env)
+    env.close()
+    assert metrics["success_rate"] == 0.0 and metrics["landed_rate"] == 0.0
+    assert metrics["apex_gain_m_mean"] < 0.02
+
+
+def test_export_writes_a_bundle_that_onnxruntime_runs_like_the_actor(tiny_run: Path, tmp_path: Path) -> None:
+    bundle = export_run(tiny_run, tmp_path / "bundle")
+    manifest = yaml.safe_load((bundle / "policy.yaml").read_text())
+    assert manifest["task"] == "quadruped_jump" and manifest["control_rate_hz"] == 50.0
+    _, policy = load_run(tiny_run)
+    obs = torch.randn(5, 57)
+    runner = PolicyRunner(bundle)
+    runner.reset(5)
+    expected = policy.deterministic_actor()(obs).detach().numpy()
+    assert abs(runner.step(obs.numpy()) - expected).max() < 1e-4
+
+
+def test_sim_to_sim_scores_the_bundle_in_both_simulators(tiny_run: Path, tmp_path: Path) -> None:
+    bundle = export_run(tiny_run, tmp_path / "bundle")
+    results = sim_to_sim(bundle, [(0.0, 0.0)], episodes=2)
+    assert set(results) == {"mujoco", "pybullet"}
+    for metrics in (r["0.00,0.00"] for r in results.values()):
+        assert metrics["episodes"] == 2 and 0.0 <= metrics["success_rate"] <= 1.0
+
+
+def test_longest_jump_is_the_farthest_landing_at_half_success() -> None:
+    results = {
+        "0.30,0.00": {"success_rate": 0.9},
+        "0.50,0.00": {"success_rate": 0.5},
+        "0.70,0.00": {"success_rate": 0.2},
+    }
+    assert longest_jump(results) == 0.5
+    assert longest_jump({"0.30,0.00": {"success_rate": 0.1}}) == 0.0
+
+
+def test_eval_refuses_a_bundle_of_another_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({"task": "quadrotor_hover"}))
+    assert main(["eval", str(tmp_path), "--sim", "pybullet"]) == 2
+    assert "needs a quadruped_jump bundle" in capsys.readouterr().err
+
+
+def test_learning_raises_the_jump_within_a_few_iterations(tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        [
+            "env.num_envs=256",
+            "stages=[upward]",
+            "upward.max_iterations=12",
+            "eval.every=0",
+            "checkpoint_every=12",
+        ],
+    )
+    train(config, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "upward" / "checkpoints" / "iter_000012.pt", weights_only=False)
+    gains = [h["episode/apex_gain_m_mean"] for h in state["history"] if "episode/apex_gain_m_mean" in h]
+    assert gains[-1] > gains[0] + 0.01, gains
