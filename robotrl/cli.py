@@ -225,6 +225,7 @@ def cmd_train_manipulation(args: argparse.Namespace) -> int:
 
 def cmd_train_quadruped_jump(args: argparse.Namespace) -> int:
     """In-place jumps, then the forward curriculum from that policy (robotrl.recipes.quadruped_jump)."""
+    from robotrl.envs.quadruped.curriculum import STAGES
     from robotrl.recipes.quadruped_jump import load_config, train
 
     if args.platform is not None or args.teachers is not None or args.backend is not None or args.env_task:
@@ -233,10 +234,11 @@ def cmd_train_quadruped_jump(args: argparse.Namespace) -> int:
         )
     overrides = _overrides(args, (("num_envs", "env.num_envs"), ("seed", "seed"), ("threads", "threads")))
     if args.stage is not None:
-        overrides.append(f"stages=[{args.stage}]" if args.stage == "upward" else "stages=[upward, forward]")
+        stages = STAGES[: STAGES.index(args.stage) + 1]
+        overrides.append(f"stages=[{', '.join(stages)}]")
     if args.max_iterations is not None:
         if args.stage is None:
-            raise ConfigError("--max-iterations needs --stage upward|forward (the stage it budgets)")
+            raise ConfigError("--max-iterations needs --stage upward|forward|obstacle (the stage it budgets)")
         overrides.append(f"{args.stage}.max_iterations={args.max_iterations}")
     config = _load_train_config(args, load_config, overrides)
     run_dir = Path(args.run_dir or f"runs/quadruped-jump-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -625,8 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--variant", choices=["sac", "na"], help="dsrl: DSRL-SAC or noise-aliased DSRL-NA")
     train.add_argument(
-        "--stage", choices=["upward", "forward"],
-        help="quadruped-jump: train up to this stage (forward trains upward first when it is not done)",
+        "--stage", choices=["upward", "forward", "obstacle"],
+        help="quadruped-jump: train the stages up to this one (those not done yet; default: the config's)",
     )  # fmt: skip
     train.add_argument(
         "--set",

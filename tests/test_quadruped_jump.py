@@ -104,8 +104,35 @@ def test_obstacle_commands_put_a_box_of_the_level_height_between_start_and_landi
     assert ((box[:, 1] >= 0.6) & (box[:, 1] <= 1.2)).all()
     front_edge = command[:, OBSTACLE_CENTRE][:, 0] + 0.5 * box[:, 0]
     assert (front_edge < command[:, 0]).all(), "the box must end before the landing point"
-    with pytest.raises(ValueError, match="obstacle stage"):
-        _env(curriculum=CurriculumConfig(stage="obstacle"))
+
+
+def test_obstacle_stage_places_each_envs_box_and_a_robot_lands_on_its_top() -> None:
+    # A box deep enough for all four feet (the default 0.2 m is a hurdle to jump over).
+    curriculum = CurriculumConfig(
+        stage="obstacle", initial_level=10, upward_fraction=0.0, obstacle_depth_m=0.6
+    )
+    env = _env(num_envs=2, curriculum=curriculum)
+    env.reset(seed=0)
+    box_id = env.sim.robot.obstacle_geom_id
+    for i in range(2):
+        centre, size = env.command[i, OBSTACLE_CENTRE].numpy(), env.command[i, OBSTACLE_SIZE].numpy()
+        model = env.sim.models[i]
+        assert np.allclose(model.geom_pos[box_id], centre, atol=1e-6)
+        assert np.allclose(2 * model.geom_size[box_id], size, atol=1e-6)
+    # Dropped onto the box top, the robot's feet touch down at the box's height, not the floor's.
+    drop = env.sim.robot.standing_qpos.copy()
+    top = float(env.command[0, OBSTACLE_SIZE][2])
+    drop[0] = float(env.command[0, OBSTACLE_CENTRE][0])
+    drop[2] += top + 0.1
+    env.sim.reset_idx(np.array([0]), qpos=drop[None])
+    for _ in range(25):
+        state = env.sim.step(np.zeros((2, ACTION_DIM)))
+        if state.foot_contact[0].any():
+            break
+    assert state.foot_contact[0].any() and not state.trunk_contact[0]
+    assert state.base_pos_w[0, 2] > top + 0.2, "the feet stand on the box"
+    with pytest.raises(ValueError, match="no obstacle box"):
+        _env(curriculum=CurriculumConfig(stage="obstacle"), simulator="pybullet")
 
 
 def test_standing_robot_at_zero_action_neither_jumps_nor_terminates() -> None:

@@ -151,3 +151,9 @@ def test_learning_raises_the_jump_within_a_few_iterations(tmp_path: Path) -> Non
     state = torch.load(tmp_path / "run" / "upward" / "checkpoints" / "iter_000012.pt", weights_only=False)
     gains = [h["episode/apex_gain_m_mean"] for h in state["history"] if "episode/apex_gain_m_mean" in h]
     assert gains[-1] > gains[0] + 0.01, gains
+
+
+def test_the_obstacle_stage_trains_and_evaluates_over_boxes(tmp_path: Path) -> None:
+    config = load_config(None, [*TINY, "stages=[obstacle]", "obstacle.max_iterations=1", "eval.every=1"])
+    summary = train(config, tmp_path / "run", progress=False)["obstacle"]
+    assert summary["iterations"] == 1 and summary["eval"]["episodes"] == 8

@@ -2,7 +2,8 @@
 
 A run directory holds config.yaml and one sub-directory per stage (checkpoints/, tb/, summary.json).
 A stage with a summary.json is done; the next one starts from its final weights, as the reference-free
-curriculum trains stage 2 from stage 1 (ANCHORS §3). `--resume` continues the unfinished stage.
+curriculum trains stage 2 from stage 1 (ANCHORS §3). `--resume` continues the unfinished stage. The
+stages: upward (in place), forward (forward and, with the level, diagonal landings), obstacle.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class QuadrupedJumpTrainConfig:
     forward: StageConfig = field(
         default_factory=lambda: StageConfig(eval_landing_m=(0.5, 0.0), criterion_success=0.7)
     )
+    obstacle: StageConfig = field(
+        default_factory=lambda: StageConfig(
+            eval_landing_m=(0.8, 0.0), criterion_success=0.7, stop_at_criterion=False
+        )
+    )
+    """Jumps over a box between start and landing (its evaluation: at the stage's first level)."""
     checkpoint_every: int = 50
     eval: JumpEvalConfig = field(default_factory=JumpEvalConfig)
     seed: int = 0
@@ -73,8 +80,8 @@ class QuadrupedJumpTrainConfig:
     """torch intra-op threads; the MuJoCo rollout threads are env.num_threads."""
 
     def __post_init__(self) -> None:
-        if not self.stages or len(set(self.stages)) != len(self.stages) or set(self.stages) - set(STAGES[:2]):
-            raise ValueError(f"stages must be distinct names out of ['upward', 'forward'], got {self.stages}")
+        if not self.stages or len(set(self.stages)) != len(self.stages) or set(self.stages) - set(STAGES):
+            raise ValueError(f"stages must be distinct names out of {list(STAGES)}, got {self.stages}")
 
     def stage(self, name: str) -> StageConfig:
         return getattr(self, name)
@@ -94,11 +101,12 @@ def stage_env_config(config: QuadrupedJumpTrainConfig, name: str) -> QuadrupedJu
 
 
 def eval_env_config(
-    config: QuadrupedJumpTrainConfig, landing_m: tuple[float, float]
+    config: QuadrupedJumpTrainConfig, landing_m: tuple[float, float], stage: str | None = None
 ) -> QuadrupedJumpEnvConfig:
-    """One landing for every robot, the evaluation seed, no domain randomisation."""
+    """One landing for every robot, the evaluation seed, no domain randomisation; the stage decides
+    whether there are boxes (default: upward for a landing at the start, else forward)."""
     env = config.env
-    stage = "upward" if tuple(landing_m) == (0.0, 0.0) else "forward"
+    stage = stage or ("upward" if tuple(landing_m) == (0.0, 0.0) else "forward")
     curriculum = dataclasses.replace(env.curriculum, stage=stage, fixed_landing_m=tuple(landing_m))
     return dataclasses.replace(
         env,
@@ -120,9 +128,12 @@ def build_policy(config: QuadrupedJumpTrainConfig) -> ActorCritic:
 
 
 def evaluate_policy(
-    actor: torch.nn.Module, config: QuadrupedJumpTrainConfig, landing_m: tuple[float, float]
+    actor: torch.nn.Module,
+    config: QuadrupedJumpTrainConfig,
+    landing_m: tuple[float, float],
+    stage: str | None = None,
 ) -> dict[str, float]:
-    env = QuadrupedJumpEnv(eval_env_config(config, landing_m))
+    env = QuadrupedJumpEnv(eval_env_config(config, landing_m, stage))
     try:
         return jump_metrics(
             actor, env, seed=config.eval.seed, min_apex_gain_m=config.env.apex_gain_criterion_m
@@ -164,7 +175,7 @@ def _train_stage(
     key = "upward_criterion_rate" if name == "upward" else "success_rate"
 
     def evaluate(algo: PPO) -> dict[str, float]:
-        metrics = evaluate_policy(algo.policy.deterministic_actor(), config, stage.eval_landing_m)
+        metrics = evaluate_policy(algo.policy.deterministic_actor(), config, stage.eval_landing_m, name)
         metrics["criterion_met"] = float(metrics[key] >= stage.criterion_success)
         return metrics
 

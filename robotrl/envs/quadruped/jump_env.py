@@ -23,6 +23,7 @@ from robotrl.envs.quadruped.curriculum import (
     COMMAND_FIELDS,
     LANDING_POS,
     LANDING_QUAT,
+    OBSTACLE_CENTRE,
     OBSTACLE_SIZE,
     CurriculumConfig,
     JumpCurriculum,
@@ -191,11 +192,17 @@ class QuadrupedJumpEnv:
         self.num_envs = n = config.num_envs
         self.device = dev = torch.device(device)
         self.generator = torch.Generator(device=dev).manual_seed(config.seed)
+        self.has_obstacles = config.curriculum.stage == "obstacle"
+        if self.has_obstacles and config.simulator == "pybullet":
+            raise ValueError(
+                "the pybullet backend has no obstacle box yet: check the 'upward' or 'forward' stage"
+            )
         sim_config = QuadrupedSimConfig(
             num_envs=n,
             num_threads=config.num_threads,
-            per_env_models=config.randomisation.enabled,
-            robot=config.robot,
+            # Obstacles differ per env, so each env needs its own model, as with randomisation.
+            per_env_models=config.randomisation.enabled or self.has_obstacles,
+            robot=dataclasses.replace(config.robot, obstacle=True) if self.has_obstacles else config.robot,
         )
         self.sim: QuadrupedSim | PybulletQuadrupedSim
         if config.simulator == "pybullet":
@@ -256,10 +263,10 @@ class QuadrupedJumpEnv:
         """Stand env_ids at the origin with a new command from their curriculum level."""
         if env_ids.numel() == 0:
             return
-        if self.curriculum.stage == "obstacle":
+        if (self.curriculum.stage == "obstacle") != self.has_obstacles:
             raise ValueError(
-                "the obstacle stage needs a box per env, which the A1 model does not have yet: "
-                "train the 'upward' or 'forward' stage"
+                "the obstacle stage needs an env built for it (obstacle boxes in its model): make a new env "
+                "with curriculum.stage 'obstacle' rather than switching stages"
             )
         cfg = self.config
         ids_np = env_ids.cpu().numpy()
@@ -268,6 +275,10 @@ class QuadrupedJumpEnv:
         self.command[env_ids] = command
         self.target_pos_w[env_ids] = self._start_pos + command[:, LANDING_POS]
         self.target_yaw[env_ids] = _yaw(command[:, LANDING_QUAT])
+        if self.has_obstacles:
+            centre = command[:, OBSTACLE_CENTRE].clone()
+            centre[:, 0:2] += self._start_pos[0:2]
+            self.sim.set_obstacles(ids_np, centre.cpu().numpy(), command[:, OBSTACLE_SIZE].cpu().numpy())
         horizontal = (command[:, 0:2].norm(dim=-1) > 0) | (command[:, OBSTACLE_SIZE].norm(dim=-1) > 0)
         length_s = torch.where(horizontal, cfg.forward_episode_s, cfg.upward_episode_s)
         self.max_episode_steps[env_ids] = torch.round(length_s / self.dt).long()

@@ -31,6 +31,9 @@ _URDF_LINK_RENAMES = {"upper": "thigh", "lower": "calf", "toe": "foot"}
 """pybullet's A1 URDF says upper/lower/toe where Unitree's SDK and hardware say thigh/calf/foot."""
 _CONTACT_SITE_MARGIN_M = 0.005
 """Touch sites are this much larger than the geom they watch, so contact points inside it count."""
+OBSTACLE_PARKED_POS_M = (0.0, 0.0, -1.0)
+OBSTACLE_PARKED_HALF_SIZE_M = (0.01, 0.01, 0.01)
+"""Where the obstacle box waits when an episode has none: below the floor, which it does not collide with."""
 _SETTLING_TIME_S = 2.0
 _SETTLING_DAMPING = 5.0
 """Joint damping while the standing keyframe settles [N m s/rad], 10x the PD's kd."""
@@ -55,6 +58,9 @@ class A1Config:
     kp 20 the robot's weight bends the knees by about 0.2 rad, so it stands at about thigh 0.92, calf
     -1.7 with the base 0.27 m high. Targets of 0.8 / -1.6 tip it over backwards within a second
     (measured); the stance at this stiffness is a narrow basin, so change them with the standing test."""
+    obstacle: bool = False
+    """Add one static box (geom 'obstacle') that the feet and the trunk collide with, as the floor; it is
+    parked below the floor until the simulator places it (QuadrupedSim.set_obstacles)."""
 
     def __post_init__(self) -> None:
         if self.kp <= 0 or self.kd < 0 or self.timestep_s <= 0 or self.foot_friction < 0:
@@ -99,6 +105,8 @@ class A1Model:
     trunk_touch_adr: int
     standing_qpos: np.ndarray
     """Keyframe 0 [nq]: the robot at rest under the default targets (base at x = y = 0)."""
+    obstacle_geom_id: int = -1
+    """The obstacle box (A1Config.obstacle), -1 without one."""
 
     @property
     def standing_height_m(self) -> float:
@@ -150,6 +158,15 @@ def _keep_floor_contacts_only(spec: mujoco.MjSpec, config: A1Config) -> None:
     spec.worldbody.add_geom(
         name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05], contype=0, conaffinity=1
     )
+    if config.obstacle:
+        # The world body's bounding-volume tree is built at compile time, around the parked box; with
+        # the midphase on, a box moved or resized later is culled from collisions (measured: robots
+        # fell through it). Five robot geoms make the midphase worth nothing here anyway.
+        spec.option.disableflags |= mujoco.mjtDisableBit.mjDSBL_MIDPHASE
+        spec.worldbody.add_geom(
+            name="obstacle", type=mujoco.mjtGeom.mjGEOM_BOX, size=OBSTACLE_PARKED_HALF_SIZE_M,
+            pos=OBSTACLE_PARKED_POS_M, contype=0, conaffinity=1,
+        )  # fmt: skip
 
 
 def _add_touch_sensors(spec: mujoco.MjSpec) -> None:
@@ -262,4 +279,5 @@ def build_a1(config: A1Config = A1Config()) -> A1Model:
         foot_touch_adr=np.array([sensor_adr(f"{leg}_foot_touch") for leg in LEGS]),
         trunk_touch_adr=sensor_adr("trunk_touch"),
         standing_qpos=model.key_qpos[0].copy(),
+        obstacle_geom_id=model.geom("obstacle").id if config.obstacle else -1,
     )

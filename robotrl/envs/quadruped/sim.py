@@ -15,7 +15,15 @@ import mujoco
 import mujoco.rollout
 import numpy as np
 
-from robotrl.envs.quadruped.model import LEGS, NUM_JOINTS, A1Config, A1Model, build_a1
+from robotrl.envs.quadruped.model import (
+    LEGS,
+    NUM_JOINTS,
+    OBSTACLE_PARKED_HALF_SIZE_M,
+    OBSTACLE_PARKED_POS_M,
+    A1Config,
+    A1Model,
+    build_a1,
+)
 
 
 @dataclass
@@ -203,6 +211,22 @@ class QuadrupedSim:
             model.actuator_gainprm[:, 0] = p
             model.actuator_biasprm[:, 1] = -p
             model.actuator_biasprm[:, 2] = -d
+
+    def set_obstacles(self, env_ids: np.ndarray, centre_w: np.ndarray, size: np.ndarray) -> None:
+        """Place each env's obstacle box: centre [len, 3] in the world, full extents [len, 3] [m]; an env
+        with a zero size gets none (its box is parked below the floor)."""
+        box = self.robot.obstacle_geom_id
+        if box < 0:
+            raise ValueError("this A1 model has no obstacle box: build it with A1Config(obstacle=True)")
+        for model, c, extent in zip(
+            self._own_models(env_ids), np.asarray(centre_w), np.asarray(size), strict=True
+        ):
+            half = 0.5 * extent if np.all(extent > 0) else np.array(OBSTACLE_PARKED_HALF_SIZE_M)
+            model.geom_pos[box] = c if np.all(extent > 0) else OBSTACLE_PARKED_POS_M
+            model.geom_size[box] = half
+            # The collision broad- and midphase use these bounds; a resized box must carry its own.
+            model.geom_rbound[box] = float(np.linalg.norm(half))
+            model.geom_aabb[box] = np.concatenate((np.zeros(3), half))
 
     def _own_models(self, env_ids: np.ndarray) -> list[mujoco.MjModel]:
         if not self.config.per_env_models:
