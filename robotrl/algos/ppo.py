@@ -134,8 +134,11 @@ class PPO:
         if final_privileged_obs is not None and truncated.any():
             ids = truncated.nonzero().squeeze(-1)
             rewards = rewards.clone()
-            # All rows: a grouped critic needs its full group-major batch.
-            rewards[ids] += self.config.gamma * self.policy.value(final_privileged_obs)[ids]
+            if self.groups == 1:
+                bootstrap = self.policy.value(final_privileged_obs[ids])
+            else:  # a grouped critic needs its full group-major batch
+                bootstrap = self.policy.value(final_privileged_obs)[ids]
+            rewards[ids] += self.config.gamma * bootstrap
         s.rewards[t] = rewards
         s.dones[t] = (terminated | truncated).float()
         s.step += 1
