@@ -15,13 +15,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robotrl.config import ConfigError, load_yaml
 from robotrl.export.bundle import BundleError
 from robotrl.tables import markdown_table, rich_table
+
+if TYPE_CHECKING:
+    from robotrl.deployment import QuadrupedDeploymentConfig
 
 log = logging.getLogger("robotrl")
 
@@ -464,12 +467,16 @@ def _ros_defaults() -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """Start the graph of a deployment YAML: composed in this process, or one process a node."""
-    from robotrl.deployment import load_deployment, node_list
+    """Start the graph of a deployment YAML: composed in this process, or one process a node. A quadruped
+    graph run composed jumps once after arming and writes a report."""
+    from robotrl.deployment import QuadrupedDeploymentConfig, load_deployment, node_list
 
     _ros_defaults()
-    specs = node_list(load_deployment(args.config, args.bundle, list(args.set)))
+    config = load_deployment(args.config, args.bundle, list(args.set))
+    specs = node_list(config)
     print("nodes: " + ", ".join(f"{s.name} ({s.executable})" for s in specs))
+    if isinstance(config, QuadrupedDeploymentConfig) and not args.processes:
+        return _deploy_jump(config, args)
     if args.processes:
         from robotrl_ros.graph import spawn_processes
 
@@ -493,6 +500,30 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         graph.spin_for(args.duration or float("inf"))
         bridge = graph.nodes["bridge"]
         print(json.dumps(bridge.stats.summary(), indent=2))  # type: ignore[attr-defined]
+    return 0
+
+
+def _deploy_jump(config: QuadrupedDeploymentConfig, args: argparse.Namespace) -> int:
+    """Run a quadruped deployment's graph, jump once, write the report; 1 when it did not arm or the safety
+    chain fell back."""
+    from robotrl.deployment import node_list
+    from robotrl_ros.jump import run_jump
+
+    duration = args.duration or float("inf")
+    print(f"running; jumping {args.jump_after:g} s after arming, " + (
+        f"for {duration:g} s after arming" if args.duration else "until Ctrl-C"))  # fmt: skip
+    report = run_jump(node_list(config), duration, args.jump_after)
+    out = Path(args.report or f"runs/deploy/{config.name}/report.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"report: {out}")
+    if not report["armed"]:
+        print(f"the graph did not arm: {report['arm_refusal']}", file=sys.stderr)
+        return 1
+    if report["fallbacks"]:
+        print(f"the safety chain fell back: {report['first_fault']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -709,8 +740,19 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("config", help="deployment YAML, e.g. configs/deploy/quadrotor_sim.yaml")
     dep.add_argument("--bundle", help="policy bundle to fly (overrides the YAML's)")
     dep.add_argument("--processes", action="store_true", help="one process a node instead of one for all")
-    dep.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    dep.add_argument(
+        "--duration",
+        type=float,
+        help="stop after this many seconds (quadruped: from arming; default: Ctrl-C)",
+    )
     dep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a YAML key")
+    dep.add_argument(
+        "--jump-after", type=float, default=1.0, metavar="S",
+        help="quadruped: trigger the jump this many seconds after arming (default 1)",
+    )  # fmt: skip
+    dep.add_argument(
+        "--report", metavar="PATH", help="quadruped: the report JSON (default runs/deploy/<name>/report.json)"
+    )
     dep.set_defaults(func=cmd_deploy)
     return parser
 

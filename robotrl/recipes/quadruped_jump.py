@@ -234,7 +234,9 @@ def load_run(run_dir: str | Path, stage: str | None = None) -> tuple[QuadrupedJu
     return config, policy.eval()
 
 
-def jump_policy_spec(config: QuadrupedJumpTrainConfig, control_rate_hz: float) -> PolicySpec:
+def jump_policy_spec(
+    config: QuadrupedJumpTrainConfig, control_rate_hz: float, action_scale: float
+) -> PolicySpec:
     """The bundle contract of a jumping policy: the jump env's 57 observations in, 12 joint actions out."""
     env, robot = config.env, config.env.robot
     return PolicySpec(
@@ -256,6 +258,7 @@ def jump_policy_spec(config: QuadrupedJumpTrainConfig, control_rate_hz: float) -
             "kp": robot.kp,
             "kd": robot.kd,
             "default_joint_pos_rad": [float(q) for q in robot.standing_joint_pos],
+            "action_scale": action_scale,
             "hip_action_scale": env.hip_action_scale,
             "min_base_height_m": env.termination.min_base_height_m,
         },
@@ -274,7 +277,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, stage: str | None = Non
             obs, *_ = env.step(actor(recorded[-1]))
             recorded.append(obs)
     env.close()
-    control_rate_hz = 1.0 / env.dt
+    control_rate_hz, action_scale = 1.0 / env.dt, env.sim.config.action_scale
     summaries = {
         name: json.loads((run_dir / name / "summary.json").read_text())
         for name in config.stages
@@ -283,7 +286,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, stage: str | None = Non
     return export_bundle(
         actor,
         out_dir,
-        jump_policy_spec(config, control_rate_hz),
+        jump_policy_spec(config, control_rate_hz, action_scale),
         torch.cat(recorded),
         seed=config.seed,
         config=to_dict(config),

@@ -2,15 +2,20 @@
 
 Modes: DISARMED (stop_action) -> arm() -> POLICY -> a fault -> FALLBACK; estop() -> ESTOP from anywhere;
 reset() -> DISARMED from anywhere. The caller steps it once per control period (or on each new action).
+The robot's limits name its filters (`monitors()`, `limiters()`) and its arming check, so one chain
+serves every robot: a quadrotor's `SafetyLimits`, a legged robot's `JointSafetyLimits`.
 
 Why faults latch: a fault says the policy met a state or an input it cannot be trusted with. Handing
 control back the moment the symptom clears would let a marginal policy oscillate between itself and
 the fallback, which is worse than either; a person looks, then calls reset() and re-arms.
 
-Why the fallback's output still goes through the bounds and the slew limit: the fallback runs exactly
-when something already went wrong, on states nobody tested it on. Bounded and rate-limited, a fallback
-bug can at worst stop the robot; it can never command more than the policy was allowed to. Only
-e-stop and disarm jump straight to stop_action: a person or the arming logic asked for it.
+Why the fallback's output still goes through the limiters (a quadrotor's bounds and slew limit): the
+fallback runs exactly when something already went wrong, on states nobody tested it on. Limited, a
+fallback bug can at worst stop the robot; it can never command more than the policy was allowed to.
+Only e-stop and disarm jump straight to stop_action: a person or the arming logic asked for it.
+
+NaN in a dimension of stop_action means "no command" there (a legged robot's damped joint): the
+fallback may send NaN exactly where stop_action has it, and nowhere else.
 """
 
 from __future__ import annotations
@@ -20,26 +25,50 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from robotrl.control.state import RobotState
-from robotrl.safety.config import SafetyLimits
 from robotrl.safety.fallback import Fallback
 from robotrl.safety.filters import (
-    ActionBounds,
     FilterContext,
-    Geofence,
+    MeasuredState,
     SafetyFilter,
-    SlewRateLimit,
     Status,
     Verdict,
-    default_monitors,
     state_problem,
 )
 
 _log = logging.getLogger(__name__)
+
+
+class ChainLimits(Protocol):
+    """What the chain needs from a robot's limits: its stop action, arming rules and filters."""
+
+    @property
+    def stop_action(self) -> tuple[float, ...]: ...
+
+    @property
+    def state_timeout_s(self) -> float: ...
+
+    @property
+    def proof_of_life_hz(self) -> float: ...
+
+    @property
+    def proof_of_life_s(self) -> float: ...
+
+    def monitors(self) -> tuple[SafetyFilter, ...]:
+        """Checks of the policy's action and the state, in order; the first fault ends the policy's turn."""
+        ...
+
+    def limiters(self) -> tuple[SafetyFilter, ...]:
+        """Changes every output goes through, in order, the fallback's too."""
+        ...
+
+    def arming_problem(self, state: Any) -> str:
+        """Why a usable state must not be armed; '' when it may."""
+        ...
 
 
 class Mode(StrEnum):
@@ -69,19 +98,17 @@ class SafetyOutput:
 
 
 class SafetyChain:
-    """Filters in order: monitors (finite, stale state, stale action, geofence, tilt, speed, body rate,
-    tracking error) then limiters (bounds, slew). In POLICY mode the policy's action goes through all of
-    them, and the first fault latches; in FALLBACK mode the fallback's action goes through the limiters.
+    """Filters in order: the limits' monitors (quadrotor: finite, stale state, stale action, geofence,
+    tilt, speed, body rate, tracking error) then their limiters (quadrotor: bounds, slew). In POLICY mode
+    the policy's action goes through all of them, and the first fault latches; in FALLBACK mode the
+    fallback's action goes through the limiters.
     """
 
-    def __init__(self, limits: SafetyLimits, fallback: Fallback):
+    def __init__(self, limits: ChainLimits, fallback: Fallback):
         self.limits = limits
         self.fallback = fallback
-        self.limiters: tuple[SafetyFilter, ...] = (
-            ActionBounds(np.asarray(limits.action_low), np.asarray(limits.action_high)),
-            SlewRateLimit(limits.max_action_rate_per_s),
-        )
-        self.filters: tuple[SafetyFilter, ...] = (*default_monitors(limits), *self.limiters)
+        self.limiters: tuple[SafetyFilter, ...] = limits.limiters()
+        self.filters: tuple[SafetyFilter, ...] = (*limits.monitors(), *self.limiters)
         self.mode = Mode.DISARMED
         self.fault: Fault | None = None
         """The latched fault; reset() clears it."""
@@ -90,9 +117,8 @@ class SafetyChain:
         self.transitions: Counter[tuple[Mode, Mode]] = Counter()
         """How often each (from, to) mode change happened."""
         self._stop = np.asarray(limits.stop_action, np.float64)
-        self._geofence = Geofence(np.asarray(limits.geofence_min_m), np.asarray(limits.geofence_max_m))
         self._estop_reason = ""
-        self._state: RobotState | None = None
+        self._state: MeasuredState | None = None
         self._previous = self._stop.copy()
         self._previous_s: float | None = None
         self._last_stamp: float | None = None
@@ -107,7 +133,7 @@ class SafetyChain:
 
     def step(
         self,
-        state: RobotState | None,
+        state: MeasuredState | None,
         action: ArrayLike,
         now_s: float,
         reference_position_w: ArrayLike | None = None,
@@ -166,7 +192,7 @@ class SafetyChain:
         if state_issue:
             problems.append(state_issue)
         elif self._state is not None:
-            problems.append(self._geofence.violation(np.asarray(self._state.position_w, np.float64)))
+            problems.append(self.limits.arming_problem(self._state))
         problems.append(self._proof_of_life_problem(now_s))
         problems = [p for p in problems if p]
         if problems:
@@ -227,13 +253,14 @@ class SafetyChain:
         # Overflow on absurd (finite) states is expected here: the output is checked right after.
         with np.errstate(all="ignore"):
             proposed = np.asarray(self.fallback.act(state, ctx.now_s, self._previous.copy()), np.float64)
-        if proposed.shape != self._stop.shape or not np.isfinite(proposed).all():
+        if proposed.shape != self._stop.shape or not _usable(proposed, self._stop):
             reason = f"fallback output {proposed.tolist()} unusable: ramping to stop_action"
             return self._ramp_to_stop(reason, ctx)
         return _run(self.limiters, proposed, ctx)
 
     def _ramp_to_stop(self, reason: str, ctx: FilterContext) -> tuple[np.ndarray, tuple[Status, ...]]:
-        """Slew-limited, unlike e-stop: the fallback keeps the no-jump promise even when it gives up."""
+        """Through the limiters (a quadrotor's slew limit), unlike e-stop: the fallback keeps the no-jump
+        promise even when it gives up."""
         action, statuses = _run(self.limiters, self._stop, ctx)
         return action, (Status("fallback", Verdict.MODIFIED, reason), *statuses)
 
@@ -248,6 +275,11 @@ class SafetyChain:
         if mode is not self.mode:
             self.transitions[(self.mode, mode)] += 1
             self.mode = mode
+
+
+def _usable(action: np.ndarray, stop: np.ndarray) -> bool:
+    """Finite, or NaN where stop_action is NaN ("no command" there)."""
+    return bool((np.isfinite(action) | (np.isnan(action) & np.isnan(stop))).all())
 
 
 def _finite_time(now_s: float) -> float:

@@ -13,10 +13,26 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import yaml
+
+from robotrl.control.state import RobotState
+from robotrl.safety.filters import (
+    ActionBounds,
+    FiniteGuard,
+    Geofence,
+    SafetyFilter,
+    SlewRateLimit,
+    StaleActionWatchdog,
+    StaleStateWatchdog,
+    StateLimit,
+    angular_speed_radps,
+    speed_mps,
+    tilt_deg,
+    tracking_error_m,
+)
 
 
 class SafetyConfigError(ValueError):
@@ -59,42 +75,30 @@ class SafetyLimits:
     """Where the limits were read from: the file errors tell the operator to edit."""
 
     def __post_init__(self) -> None:
-        low = _vector(self, "action_low", None)
-        high = _vector(self, "action_high", len(low))
-        stop = _vector(self, "stop_action", len(low))
+        low = vector_limit(self, "action_low", None)
+        high = vector_limit(self, "action_high", len(low))
+        stop = vector_limit(self, "stop_action", len(low))
         if not low:
-            _fail("action_low", self.action_low, "needs at least one action dimension")
+            fail("action_low", self.action_low, "needs at least one action dimension")
         for i, (lo, hi, s) in enumerate(zip(low, high, stop, strict=True)):
             if not lo < hi:
-                _fail("action_low", self.action_low, f"dimension {i}: low {lo} must be < high {hi}")
+                fail("action_low", self.action_low, f"dimension {i}: low {lo} must be < high {hi}")
             if not lo <= s <= hi:
-                _fail("stop_action", self.stop_action, f"dimension {i}: {s} must lie in [{lo}, {hi}]")
-        fence_min = _vector(self, "geofence_min_m", 3)
-        fence_max = _vector(self, "geofence_max_m", 3)
+                fail("stop_action", self.stop_action, f"dimension {i}: {s} must lie in [{lo}, {hi}]")
+        fence_min = vector_limit(self, "geofence_min_m", 3)
+        fence_max = vector_limit(self, "geofence_max_m", 3)
         for axis, lo, hi in zip("xyz", fence_min, fence_max, strict=True):
             if not lo < hi:
-                _fail("geofence_min_m", self.geofence_min_m, f"{axis}: min {lo} m must be < max {hi} m")
+                fail("geofence_min_m", self.geofence_min_m, f"{axis}: min {lo} m must be < max {hi} m")
         for name in _POSITIVE:
-            _positive(self, name)
+            positive_limit(self, name)
         if self.max_tilt_deg > 180.0:
-            _fail("max_tilt_deg", self.max_tilt_deg, "must be in (0, 180] deg")
+            fail("max_tilt_deg", self.max_tilt_deg, "must be in (0, 180] deg")
 
     @staticmethod
     def from_mapping(mapping: Mapping[str, Any], source: str = "safety mapping") -> SafetyLimits:
         """Limits from a parsed `safety:` section; unknown and missing keys are errors listing the allowed."""
-        if not isinstance(mapping, Mapping):
-            raise SafetyConfigError(f"{source}: expected a mapping of limits, got {type(mapping).__name__}")
-        allowed = [f.name for f in dataclasses.fields(SafetyLimits) if f.name != "source"]
-        unknown = sorted(set(mapping) - set(allowed))
-        if unknown:
-            raise SafetyConfigError(f"{source}: unknown key(s) {unknown}; allowed: {allowed}")
-        missing = [name for name in allowed if name not in mapping]
-        if missing:
-            raise SafetyConfigError(f"{source}: missing key(s) {missing}; every robot sets all of {allowed}")
-        try:
-            return SafetyLimits(**mapping, source=source)
-        except SafetyConfigError as err:
-            raise SafetyConfigError(f"{source}: {err}") from None
+        return limits_from_mapping(SafetyLimits, mapping, source)
 
     @staticmethod
     def from_yaml(path: str | Path) -> SafetyLimits:
@@ -111,6 +115,33 @@ class SafetyLimits:
     def action_dim(self) -> int:
         return len(self.action_low)
 
+    def monitors(self) -> tuple[SafetyFilter, ...]:
+        """The checks that end the policy's control, in the order their faults are reported."""
+        return (
+            FiniteGuard(),
+            StaleStateWatchdog(self.state_timeout_s),
+            StaleActionWatchdog(self.action_timeout_s),
+            self._geofence(),
+            StateLimit("tilt", self.max_tilt_deg, "deg", tilt_deg),
+            StateLimit("speed", self.max_speed_mps, "m/s", speed_mps),
+            StateLimit("angular_velocity", self.max_angular_velocity_radps, "rad/s", angular_speed_radps),
+            StateLimit("tracking_error", self.max_tracking_error_m, "m", tracking_error_m),
+        )
+
+    def limiters(self) -> tuple[SafetyFilter, ...]:
+        """What every output goes through, the fallback's too: the motor bounds, then the slew limit."""
+        return (
+            ActionBounds(np.asarray(self.action_low), np.asarray(self.action_high)),
+            SlewRateLimit(self.max_action_rate_per_s),
+        )
+
+    def arming_problem(self, state: RobotState) -> str:
+        """Why a usable state must not be armed ('' when it may): the quadrotor is outside the geofence."""
+        return self._geofence().violation(np.asarray(state.position_w, np.float64))
+
+    def _geofence(self) -> Geofence:
+        return Geofence(np.asarray(self.geofence_min_m), np.asarray(self.geofence_max_m))
+
 
 _POSITIVE = (
     "max_action_rate_per_s",
@@ -125,35 +156,57 @@ _POSITIVE = (
 )
 
 
-def _fail(name: str, value: object, problem: str) -> NoReturn:
+LimitsT = TypeVar("LimitsT")
+
+
+def limits_from_mapping(cls: type[LimitsT], mapping: Mapping[str, Any], source: str, **given: Any) -> LimitsT:
+    """A limits dataclass from a parsed `safety:` section: every field but `source` and the `given` ones
+    must be in the mapping, nothing else may be; errors list the allowed keys and name the file."""
+    if not isinstance(mapping, Mapping):
+        raise SafetyConfigError(f"{source}: expected a mapping of limits, got {type(mapping).__name__}")
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    allowed = [f.name for f in fields if f.name != "source" and f.name not in given]
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        raise SafetyConfigError(f"{source}: unknown key(s) {unknown}; allowed: {allowed}")
+    missing = [name for name in allowed if name not in mapping]
+    if missing:
+        raise SafetyConfigError(f"{source}: missing key(s) {missing}; every robot sets all of {allowed}")
+    try:
+        return cls(**mapping, **given, source=source)
+    except SafetyConfigError as err:
+        raise SafetyConfigError(f"{source}: {err}") from None
+
+
+def fail(name: str, value: object, problem: str) -> NoReturn:
     raise SafetyConfigError(f"safety limit '{name}' = {value!r}: {problem}")
 
 
-def _number(name: str, value: object, shown: object) -> float:
+def number_limit(name: str, value: object, shown: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        _fail(name, shown, "must be a number")
+        fail(name, shown, "must be a number")
     number = float(value)
     if not math.isfinite(number):
-        _fail(name, shown, "must be finite")
+        fail(name, shown, "must be finite")
     return number
 
 
-def _vector(limits: SafetyLimits, name: str, length: int | None) -> tuple[float, ...]:
+def vector_limit(limits: object, name: str, length: int | None) -> tuple[float, ...]:
     """Check a per-dimension field, store it as a tuple of floats, and return it."""
     value = getattr(limits, name)
     if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
-        _fail(name, value, "must be a list of numbers")
-    numbers = tuple(_number(name, v, value) for v in value)
+        fail(name, value, "must be a list of numbers")
+    numbers = tuple(number_limit(name, v, value) for v in value)
     if length is not None and len(numbers) != length:
-        _fail(name, value, f"needs {length} values, got {len(numbers)}")
+        fail(name, value, f"needs {length} values, got {len(numbers)}")
     object.__setattr__(limits, name, numbers)
     return numbers
 
 
-def _positive(limits: SafetyLimits, name: str) -> None:
-    value = _number(name, getattr(limits, name), getattr(limits, name))
+def positive_limit(limits: object, name: str) -> None:
+    value = number_limit(name, getattr(limits, name), getattr(limits, name))
     if value <= 0:
-        _fail(name, value, "must be > 0")
+        fail(name, value, "must be > 0")
     object.__setattr__(limits, name, value)
 
 

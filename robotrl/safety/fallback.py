@@ -7,7 +7,7 @@ stop the robot but never command more than the policy was allowed to.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,10 +22,12 @@ LANDED_SPEED_MPS = 0.2
 
 
 class Fallback(Protocol):
-    def engage(self, state: RobotState, now_s: float) -> None:
+    """The state is the chain's: a quadrotor's RobotState, a legged robot's LeggedState."""
+
+    def engage(self, state: Any, now_s: float) -> None:
         """Called once, with the first usable state after a fault, before the first act()."""
 
-    def act(self, state: RobotState, now_s: float, previous_action: np.ndarray) -> np.ndarray:
+    def act(self, state: Any, now_s: float, previous_action: np.ndarray) -> np.ndarray:
         """The action for this period; previous_action is what the chain sent last."""
 
 

@@ -12,12 +12,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from robotrl.control.state import RobotState
-from robotrl.safety.config import SafetyLimits
 
 
 class Verdict(StrEnum):
@@ -35,12 +34,26 @@ class Status:
     reason: str = ""
 
 
+class MeasuredState(Protocol):
+    """What the chain itself needs of a robot's state (a quadrotor's RobotState, a LeggedState)."""
+
+    @property
+    def stamp_s(self) -> float:
+        """When the state was measured, on the chain's clock [s]."""
+        ...
+
+    def is_finite(self) -> bool: ...
+
+
+StateT = TypeVar("StateT", bound=MeasuredState)
+
+
 @dataclass(frozen=True, eq=False)
-class FilterContext:
+class FilterContext(Generic[StateT]):
     """Everything a filter may look at besides the proposed action. Times on the chain's clock [s]."""
 
     now_s: float
-    state: RobotState | None
+    state: StateT | None
     """The latest state, None when none has been received."""
     reference_position_w: np.ndarray | None
     """[3] where the robot should be [m], None when nothing is tracked."""
@@ -56,7 +69,7 @@ class SafetyFilter(Protocol):
     @property
     def name(self) -> str: ...
 
-    def __call__(self, action: np.ndarray, ctx: FilterContext) -> tuple[np.ndarray, Status]: ...
+    def __call__(self, action: np.ndarray, ctx: FilterContext[Any]) -> tuple[np.ndarray, Status]: ...
 
 
 def _fmt(values: np.ndarray) -> str:
@@ -68,7 +81,7 @@ def _norm(values: np.ndarray | list[float]) -> float:
     return math.hypot(*(float(v) for v in np.ravel(values)))
 
 
-def state_problem(state: RobotState | None, now_s: float, timeout_s: float) -> str:
+def state_problem(state: MeasuredState | None, now_s: float, timeout_s: float) -> str:
     """Why the state cannot be used ('' when it can): shared by the watchdog, arming and the fallback."""
     if state is None:
         return "no state received yet"
@@ -145,7 +158,7 @@ class Geofence:
             f"position {_fmt(position_w)} m is outside the geofence {_fmt(self.min_m)} to {_fmt(self.max_m)}"
         )
 
-    def __call__(self, action: np.ndarray, ctx: FilterContext) -> tuple[np.ndarray, Status]:
+    def __call__(self, action: np.ndarray, ctx: FilterContext[RobotState]) -> tuple[np.ndarray, Status]:
         if ctx.state is None:
             return action, Status(self.name, Verdict.FAULT, "no state to check the geofence against")
         problem = self.violation(np.asarray(ctx.state.position_w, np.float64))
@@ -162,7 +175,7 @@ class StateLimit:
     measure: Callable[[RobotState, np.ndarray | None], float | None]
     """The value to check; None when it does not apply (no reference to track)."""
 
-    def __call__(self, action: np.ndarray, ctx: FilterContext) -> tuple[np.ndarray, Status]:
+    def __call__(self, action: np.ndarray, ctx: FilterContext[RobotState]) -> tuple[np.ndarray, Status]:
         if ctx.state is None:
             return action, Status(self.name, Verdict.FAULT, f"no state to check {self.name} against")
         value = self.measure(ctx.state, ctx.reference_position_w)
@@ -228,17 +241,3 @@ class SlewRateLimit:
         return limited, Status(
             self.name, Verdict.MODIFIED, f"dimension(s) {changed.tolist()} limited to {max_step:.3g} per step"
         )
-
-
-def default_monitors(limits: SafetyLimits) -> tuple[SafetyFilter, ...]:
-    """The checks that end the policy's control, in the order their faults are reported."""
-    return (
-        FiniteGuard(),
-        StaleStateWatchdog(limits.state_timeout_s),
-        StaleActionWatchdog(limits.action_timeout_s),
-        Geofence(np.asarray(limits.geofence_min_m), np.asarray(limits.geofence_max_m)),
-        StateLimit("tilt", limits.max_tilt_deg, "deg", tilt_deg),
-        StateLimit("speed", limits.max_speed_mps, "m/s", speed_mps),
-        StateLimit("angular_velocity", limits.max_angular_velocity_radps, "rad/s", angular_speed_radps),
-        StateLimit("tracking_error", limits.max_tracking_error_m, "m", tracking_error_m),
-    )

@@ -4,7 +4,7 @@ from setuptools import setup
 
 PACKAGE = "robotrl_ros"
 NODES = ("bridge_node", "reference_node", "policy_node", "intervention_node", "safety_node", "recorder_node",
-         "keyboard_teleop")  # fmt: skip
+         "keyboard_teleop", "quadruped_bridge_node", "jump_policy_node", "joint_safety_node")  # fmt: skip
 
 setup(
     name=PACKAGE,

@@ -1,6 +1,6 @@
 """Start the node list of a deployment: composed in this process (default), or one process a node.
 
-Both read the same `NodeSpec`s that `launch/quadrotor.launch.py` hands to `ros2 launch`.
+Both read the same `NodeSpec`s that `launch/*.launch.py` hand to `ros2 launch`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ NODE_CLASSES = {
     "intervention_node": "InterventionNode",
     "safety_node": "SafetyNode",
     "recorder_node": "RecorderNode",
+    "quadruped_bridge_node": "QuadrupedBridgeNode",
+    "jump_policy_node": "JumpPolicyNode",
+    "joint_safety_node": "JointSafetyNode",
 }
 
 

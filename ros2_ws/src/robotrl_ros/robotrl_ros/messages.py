@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,9 +19,10 @@ from geometry_msgs.msg import Transform, Twist, Vector3
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Imu, JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
+from robotrl.control.legged import JointProfile, LeggedState
 from robotrl.control.state import RobotState, quaternion_wxyz_to_rotation, rotation_to_quaternion_wxyz
 
 T = TypeVar("T")
@@ -163,6 +165,103 @@ def joint_state(stamp: Time, names: list[str], effort: np.ndarray | None = None,
     return msg
 
 
+def legged_messages(
+    state: LeggedState, stamp: Time, joints: JointProfile
+) -> tuple[JointState, Imu, JointState]:
+    """A legged robot's state as its three messages: joint states, IMU, foot contacts (see TOPICS)."""
+    joint_msg = joint_state(stamp, list(joints.names), effort=state.joint_torque, position=state.joint_pos)
+    joint_msg.velocity = [float(v) for v in state.joint_vel]
+    imu = Imu()
+    imu.header.stamp = stamp
+    imu.header.frame_id = BODY_FRAME
+    o, w = imu.orientation, imu.angular_velocity
+    o.w, o.x, o.y, o.z = (float(v) for v in state.quat_wxyz)
+    w.x, w.y, w.z = (float(v) for v in state.angular_velocity_b)
+    imu.linear_acceleration_covariance[0] = -1.0  # sensor_msgs/Imu: -1 = not provided
+    contacts = joint_state(stamp, list(joints.foot_names), effort=state.foot_force_n)
+    return joint_msg, imu, contacts
+
+
+def legged_state(joint_msg: JointState, imu: Imu, contacts: JointState, joints: JointProfile) -> LeggedState:
+    """The three messages of one control period as a LeggedState; names out of the profile's order or
+    missing values are wiring errors (ValueError)."""
+    if list(joint_msg.name) != list(joints.names) or list(contacts.name) != list(joints.foot_names):
+        raise ValueError(
+            f"joint states name {list(joint_msg.name)} and foot contacts {list(contacts.name)}; the robot "
+            f"profile has {list(joints.names)} and {list(joints.foot_names)}"
+        )
+    n = joints.num_joints
+    if len(joint_msg.position) != n or len(joint_msg.velocity) != n:
+        raise ValueError(f"joint states need {n} positions and velocities, got {len(joint_msg.position)}, "
+                         f"{len(joint_msg.velocity)}")  # fmt: skip
+    o, w = imu.orientation, imu.angular_velocity
+    effort = joint_msg.effort if len(joint_msg.effort) == n else [np.nan] * n
+    return LeggedState(
+        stamp_s=from_time(joint_msg.header.stamp),
+        joint_pos=np.asarray(joint_msg.position, np.float64),
+        joint_vel=np.asarray(joint_msg.velocity, np.float64),
+        joint_torque=np.asarray(effort, np.float64),
+        quat_wxyz=np.array((o.w, o.x, o.y, o.z)),
+        angular_velocity_b=np.array((w.x, w.y, w.z)),
+        foot_force_n=np.asarray(contacts.effort, np.float64),
+    )
+
+
+class LeggedStateSync:
+    """A legged robot's joint states, IMU and foot contacts, put together: one set is complete when all
+    three carry the same stamp (a bridge publishes them together each period, as one LowState packet of a
+    Unitree robot carries all three), and `on_complete(stamp)` runs once per complete set."""
+
+    def __init__(self, node: Node, joints: JointProfile, on_complete: Callable[[Time], None]):
+        self.joints = joints
+        self.on_complete = on_complete
+        self.logger = node.get_logger()
+        self.joint_msg: JointState | None = None
+        self.imu: Imu | None = None
+        self.contacts: JointState | None = None
+        self._complete: tuple[JointState, Imu, JointState] | None = None
+        self._complete_ns: int | None = None
+        self._state: LeggedState | None = None
+        node.create_subscription(JointState, "/robotrl/joint_states", self.on_joint_states, STATE_QOS)
+        node.create_subscription(Imu, "/robotrl/imu", self.on_imu, STATE_QOS)
+        node.create_subscription(JointState, "/robotrl/foot_contacts", self.on_foot_contacts, STATE_QOS)
+
+    def on_joint_states(self, msg: JointState) -> None:
+        self.joint_msg = msg
+        self._check()
+
+    def on_imu(self, msg: Imu) -> None:
+        self.imu = msg
+        self._check()
+
+    def on_foot_contacts(self, msg: JointState) -> None:
+        self.contacts = msg
+        self._check()
+
+    def _check(self) -> None:
+        if self.joint_msg is None or self.imu is None or self.contacts is None:
+            return
+        stamp = self.joint_msg.header.stamp
+        ns = stamp_ns(stamp)
+        if ns == self._complete_ns or ns != stamp_ns(self.imu.header.stamp):
+            return
+        if ns == stamp_ns(self.contacts.header.stamp):
+            self._complete = (self.joint_msg, self.imu, self.contacts)
+            self._complete_ns, self._state = ns, None
+            self.on_complete(stamp)
+
+    def state(self) -> LeggedState | None:
+        """The last complete set as a state (converted once); None before the first, or when the set does
+        not fit the robot profile (logged): to a consumer, a robot without a usable state."""
+        if self._state is None and self._complete is not None:
+            try:
+                self._state = legged_state(*self._complete, self.joints)
+            except ValueError as err:
+                self.logger.error(f"ignoring the robot's state: {err}")
+                self._complete = None
+        return self._state
+
+
 def intervention_status(stamp: Time, human: bool) -> DiagnosticArray:
     source = "human" if human else "policy"
     msg = DiagnosticArray()
@@ -181,10 +280,17 @@ def intervention_status(stamp: Time, human: bool) -> DiagnosticArray:
 def declare_section(node: Node, cls: type[T]) -> T:
     """Declare one ROS parameter per field of a config dataclass (its default as the default) and
     build the dataclass from their values, so a node's parameters and the deployment YAML agree."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        node.declare_parameter(f.name, list(default) if isinstance(default, tuple) else default)
+    return read_section(node, cls)
+
+
+def read_section(node: Node, cls: type[T]) -> T:
+    """The dataclass of a declared section from the parameters' current values (`ros2 param set` ones too)."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        value = node.declare_parameter(f.name, list(default) if isinstance(default, tuple) else default).value
+        value = node.get_parameter(f.name).value
         values[f.name] = tuple(value) if typing.get_origin(hints[f.name]) is tuple else value
     return cls(**values)
