@@ -157,3 +157,20 @@ def test_the_obstacle_stage_trains_and_evaluates_over_boxes(tmp_path: Path) -> N
     config = load_config(None, [*TINY, "stages=[obstacle]", "obstacle.max_iterations=1", "eval.every=1"])
     summary = train(config, tmp_path / "run", progress=False)["obstacle"]
     assert summary["iterations"] == 1 and summary["eval"]["episodes"] == 8
+
+
+def test_start_pose_noise_makes_episodes_differ_and_repeats_with_the_seed() -> None:
+    def first_joints(simulator: str) -> torch.Tensor:
+        config = QuadrupedJumpEnvConfig(
+            num_envs=3, num_threads=1, init_joint_noise_rad=0.05, simulator=simulator
+        )
+        env = QuadrupedJumpEnv(config)
+        env.reset(seed=7)
+        obs, *_ = env.step(torch.zeros(3, 12))
+        env.close()
+        return obs[:, 6:18]
+
+    mujoco = first_joints("mujoco")
+    assert (mujoco[0] - mujoco[1]).abs().max() > 0.01, "each episode starts from its own pose"
+    assert torch.allclose(first_joints("mujoco"), mujoco)
+    assert (first_joints("pybullet") - mujoco).abs().max() < 0.05, "the same starts in both simulators"

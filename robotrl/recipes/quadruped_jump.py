@@ -54,6 +54,8 @@ class JumpEvalConfig:
     """Iterations between in-training evaluations."""
     forward_distances_m: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     """Forward landings of the final report."""
+    init_joint_noise_rad: float = 0.05
+    """Start-pose joint offsets of the evaluation episodes, so that they differ (QuadrupedJumpEnvConfig)."""
 
 
 @dataclass
@@ -114,6 +116,7 @@ def eval_env_config(
         seed=config.eval.seed,
         curriculum=curriculum,
         randomisation=dataclasses.replace(env.randomisation, enabled=False),
+        init_joint_noise_rad=config.eval.init_joint_noise_rad,
     )
 
 

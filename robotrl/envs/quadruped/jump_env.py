@@ -168,9 +168,15 @@ class QuadrupedJumpEnvConfig:
     simulator: Literal["mujoco", "pybullet"] = "mujoco"
     """Physics backend: MuJoCo for training; pybullet (robots stepped one by one in Python, no domain
     randomisation) to check a MuJoCo-trained policy in a second simulator (sim-to-sim)."""
+    init_joint_noise_rad: float = 0.0
+    """Each episode starts with every joint off the standing pose by a uniform offset in +-this, drawn
+    from the env's generator (so the same seed gives the same starts in either simulator). Evaluations
+    use it: a deterministic policy on a nominal robot otherwise flies one identical episode N times."""
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.init_joint_noise_rad < 0:
+            raise ValueError(f"init_joint_noise_rad must be >= 0, got {self.init_joint_noise_rad}")
         if self.simulator not in ("mujoco", "pybullet"):
             raise ValueError(f"simulator must be 'mujoco' or 'pybullet', got {self.simulator!r}")
         if self.num_envs < 1 or self.upward_episode_s <= 0 or self.forward_episode_s <= 0:
@@ -270,7 +276,7 @@ class QuadrupedJumpEnv:
             )
         cfg = self.config
         ids_np = env_ids.cpu().numpy()
-        self.sim.reset_idx(ids_np)
+        self.sim.reset_idx(ids_np, qpos=self._initial_qpos(env_ids.numel()))
         command = self.curriculum.sample(env_ids, self.generator)
         self.command[env_ids] = command
         self.target_pos_w[env_ids] = self._start_pos + command[:, LANDING_POS]
@@ -296,6 +302,17 @@ class QuadrupedJumpEnv:
             self._randomise(env_ids, ids_np)
         for name, value in self._standing.items():
             getattr(self._state, name)[env_ids] = value
+
+    def _initial_qpos(self, n: int) -> np.ndarray | None:
+        """Standing poses [n, nq] with the configured joint offsets (None: the standing keyframe)."""
+        noise = self.config.init_joint_noise_rad
+        if noise == 0:
+            return None
+        robot = self.sim.robot
+        offsets = (2 * torch.rand(n, NUM_JOINTS, generator=self.generator, device=self.device) - 1) * noise
+        qpos = np.tile(robot.standing_qpos, (n, 1))
+        qpos[:, robot.joint_qpos_adr] += offsets.cpu().numpy()
+        return qpos
 
     def _randomise(self, env_ids: torch.Tensor, ids_np: np.ndarray) -> None:
         rand, n, g, dev = self.config.randomisation, env_ids.numel(), self.generator, self.device
