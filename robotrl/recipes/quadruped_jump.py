@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from robotrl.algos.checkpoints import latest_checkpoint
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.config import ConfigError, load_config_file, to_dict
@@ -160,7 +161,8 @@ def train(
             summaries[name] = json.loads(summary_path.read_text())
         else:
             summaries[name] = _train_stage(config, name, run_dir / name, previous, progress)
-        previous = Path(summaries[name]["checkpoint"])
+        # From the stage's own directory, not the summary's path (relative to where that run started).
+        previous = latest_checkpoint(run_dir / name / "checkpoints")
     return summaries
 
 
