@@ -19,7 +19,7 @@ import yaml
 from rclpy.node import Node
 
 from robotrl.deployment import NodeSpec
-from robotrl_ros.runner import make_executor, node_kwargs
+from robotrl_ros.runner import freeze_heap, make_executor, node_kwargs, thaw_heap
 
 NODE_CLASSES = {
     "bridge_node": "BridgeNode",
@@ -63,6 +63,7 @@ class ComposedGraph:
         self.executor = make_executor()
         for node in self.nodes.values():
             self.executor.add_node(node)
+        freeze_heap()
 
     def add(self, node: Node) -> Node:
         """Join a node that is not in the node list (a test's publisher, a monitor)."""
@@ -103,6 +104,7 @@ class ComposedGraph:
             self.executor.remove_node(node)
         self._destroy()
         self.executor.shutdown()
+        thaw_heap()
 
     def __enter__(self) -> ComposedGraph:
         return self
