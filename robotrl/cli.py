@@ -389,10 +389,10 @@ def _eval_jump(args: argparse.Namespace) -> int:
         distances = tuple(float(d) for d in args.distances.split(","))
     out_dir = Path(args.out or target / "eval_jump")
     episodes = 64 if args.episodes is None else args.episodes
-    report = write_report(bundle, out_dir, distances, episodes, sims, run_dir)
+    write_report(bundle, out_dir, distances, episodes, sims, run_dir)
     print((out_dir / "results.md").read_text())
     print(f"wrote {out_dir / 'results.md'}, {out_dir / 'results.json'}" + (", curves.png" if run_dir else ""))
-    return 0 if report["results"] else 1
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
