@@ -98,6 +98,18 @@ class OnPolicyRunner:
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.checkpoint_dir)
 
+    def summary(self, last_eval: dict[str, float], session_start_s: float) -> dict[str, Any]:
+        """What a recipe's summary.json records of a finished learn(): budget used, the last evaluation."""
+        return {
+            "iterations": self.iteration,
+            "env_steps": self.env_steps,
+            "train_wall_s": self.wall_s,
+            "this_session_wall_s": time.perf_counter() - session_start_s,
+            "criterion_met": bool(last_eval.get("criterion_met")),
+            "eval": last_eval,
+            "checkpoint": str(self.latest_checkpoint()),
+        }
+
     def learn(self) -> dict[str, float]:
         """Train until max_iterations or the criterion; returns the last evaluation (or {})."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

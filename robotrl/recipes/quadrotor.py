@@ -141,15 +141,7 @@ def train(
     last_eval = runner.learn()
     if not last_eval:
         last_eval = evaluate(ppo)
-    summary = {
-        "iterations": runner.iteration,
-        "env_steps": runner.env_steps,
-        "train_wall_s": runner.wall_s,
-        "this_session_wall_s": time.perf_counter() - start,
-        "criterion_met": bool(last_eval.get("criterion_met")),
-        "eval": last_eval,
-        "checkpoint": str(runner.latest_checkpoint()),
-    }
+    summary = runner.summary(last_eval, start)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

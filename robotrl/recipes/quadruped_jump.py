@@ -203,16 +203,7 @@ def _train_stage(
         env.close()
     if not last_eval:
         last_eval = evaluate(ppo)
-    summary = {
-        "stage": name,
-        "iterations": runner.iteration,
-        "env_steps": runner.env_steps,
-        "train_wall_s": runner.wall_s,
-        "this_session_wall_s": time.perf_counter() - start,
-        "criterion_met": bool(last_eval.get("criterion_met")),
-        "eval": last_eval,
-        "checkpoint": str(runner.latest_checkpoint()),
-    }
+    summary = {"stage": name, **runner.summary(last_eval, start)}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -40,7 +40,7 @@ from robotrl.envs.quadruped.model import (
     link_name,
     urdf_path,
 )
-from robotrl.envs.quadruped.sim import QuadrupedSimConfig, QuadrupedState
+from robotrl.envs.quadruped.sim import QuadrupedSimConfig, QuadrupedState, joint_targets
 
 _GRID_SPACING_M = 2.0
 """Distance between neighbouring robots' origins [m]. Robots cannot collide anyway (collision groups); the
@@ -96,7 +96,6 @@ class PybulletQuadrupedSim:
         self._contact_slot = {
             (body, link): (env, col) for env, body in enumerate(self._bodies) for link, col in columns.items()
         }
-        self._default_target = self.robot.config.standing_joint_pos
         self.reset_idx(np.arange(n))
 
     def _index_links(self, body: int) -> tuple[list[int], list[int]]:
@@ -166,12 +165,7 @@ class PybulletQuadrupedSim:
     # ----------------------------------------------------------------------------------- step
     def step(self, action: np.ndarray) -> QuadrupedState:
         """Apply actions [N, 12] (JOINT_NAMES order, unitless) for one policy step."""
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (self.num_envs, NUM_JOINTS):
-            raise ValueError(f"action must have shape ({self.num_envs}, {NUM_JOINTS}), got {action.shape}")
-        bad_action = ~np.isfinite(action).all(axis=-1)
-        target = self._default_target + self.config.action_scale * np.where(bad_action[:, None], 0.0, action)
-        target = np.clip(target, self.robot.joint_range[:, 0], self.robot.joint_range[:, 1])
+        target, bad_action = joint_targets(action, self.config, self.robot)
         kp, kd, limit = self.robot.config.kp, self.robot.config.kd, self.robot.torque_limit
         touch = np.zeros((self.num_envs, len(LEGS) + 1))
         for _ in range(self.config.decimation):

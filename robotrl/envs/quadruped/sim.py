@@ -120,7 +120,6 @@ class QuadrupedSim:
 
         self._standing_state = np.zeros(state_size)
         self._standing_state[self._qpos_cols] = self.robot.standing_qpos
-        self._default_target = self.robot.config.standing_joint_pos
         n, steps = self.num_envs, config.decimation
         self._state = np.tile(self._standing_state, (n, 1))
         self._control = np.zeros((n, steps, model.nu))
@@ -142,12 +141,7 @@ class QuadrupedSim:
     # ----------------------------------------------------------------------------------- step
     def step(self, action: np.ndarray) -> QuadrupedState:
         """Apply actions [N, 12] (JOINT_NAMES order, unitless) for one policy step."""
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (self.num_envs, NUM_JOINTS):
-            raise ValueError(f"action must have shape ({self.num_envs}, {NUM_JOINTS}), got {action.shape}")
-        bad_action = ~np.isfinite(action).all(axis=-1)
-        target = self._default_target + self.config.action_scale * np.where(bad_action[:, None], 0.0, action)
-        target = np.clip(target, self.robot.joint_range[:, 0], self.robot.joint_range[:, 1])
+        target, bad_action = joint_targets(action, self.config, self.robot)
         self._control[:] = target[:, None, :]
         self._rollout.rollout(
             self.models,
@@ -239,6 +233,22 @@ class QuadrupedSim:
     def close(self) -> None:
         """Stop the rollout threads (also done when the simulator is garbage collected)."""
         self._rollout.close()
+
+
+def joint_targets(
+    action: np.ndarray, config: QuadrupedSimConfig, robot: A1Model
+) -> tuple[np.ndarray, np.ndarray]:
+    """Joint targets [N, 12] from actions [N, 12] (default pose + action_scale * action, clipped to the
+    joint range; a non-finite row holds the default pose) and which rows were non-finite [N]. Both
+    simulator backends map actions through this, so they cannot disagree on what an action means."""
+    action = np.asarray(action, dtype=np.float64)
+    if action.shape != (config.num_envs, NUM_JOINTS):
+        raise ValueError(f"action must have shape ({config.num_envs}, {NUM_JOINTS}), got {action.shape}")
+    bad_action = ~np.isfinite(action).all(axis=-1)
+    target = robot.config.standing_joint_pos + config.action_scale * np.where(
+        bad_action[:, None], 0.0, action
+    )
+    return np.clip(target, robot.joint_range[:, 0], robot.joint_range[:, 1]), bad_action
 
 
 def _per_joint(values: np.ndarray, num_envs: int) -> np.ndarray:
