@@ -9,11 +9,21 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
 from robotrl.envs.quadrotor.dynamics import LINVEL_W, POS_W, QUAT_WXYZ
-from robotrl.envs.quadrotor.env import PRIVILEGED_DIM, InitConfig, QuadrotorEnv, QuadrotorEnvConfig
+from robotrl.envs.quadrotor.env import (
+    PRIVILEGED_DIM,
+    TEACHER_OBSERVATION_DIM,
+    ChangeConfig,
+    InitConfig,
+    QuadrotorEnv,
+    QuadrotorEnvConfig,
+    privileged_slice,
+    teacher_observation,
+)
 from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
 from robotrl.envs.quadrotor.targets import TargetConfig, TargetGenerator
 
@@ -52,7 +62,7 @@ def test_reset_shapes_and_dtypes() -> None:
     assert obs.shape == (5, OBSERVATION_DIM) == (5, 22)
     assert obs.dtype == torch.float32
     privileged = env.privileged_observation()
-    assert PRIVILEGED_DIM == env.privileged_dim == 22 + 19
+    assert PRIVILEGED_DIM == env.privileged_dim == 22 + 24
     assert privileged.shape == (5, env.privileged_dim)
     assert privileged.dtype == torch.float32
     obs, reward, terminated, truncated, info = env.step(hover_actions(env))
@@ -280,7 +290,8 @@ def test_privileged_obs_starts_with_the_policy_obs() -> None:
         obs, _, _, truncated, info = env.step(hover_actions(env))
         privileged = info["privileged_obs"]
         assert torch.equal(privileged[:, :OBSERVATION_DIM], obs)  # type: ignore[index]
-        assert torch.equal(privileged[:, -3:], env.target_velocity_w)  # type: ignore[index]
+        target_velocity = privileged[:, privileged_slice("target_velocity_w")]  # type: ignore[index]
+        assert torch.equal(target_velocity, env.target_velocity_w)
     assert truncated.all()
     final = info["final_privileged_obs"]
     assert torch.equal(final[:, :OBSERVATION_DIM], info["final_obs"])  # type: ignore[index]
@@ -310,3 +321,99 @@ def test_observation_noise_reaches_the_policy_but_not_the_critic() -> None:
     assert torch.equal(noisy.state, clean.state)
     assert (obs_noisy - obs_clean).abs().max() > 0.05
     assert torch.equal(noisy.privileged_observation()[:, :OBSERVATION_DIM], obs_clean)
+
+
+# ------------------------------------------------------------------------------------------ changes
+def test_mid_episode_changes_act_on_the_dynamics_show_to_the_teacher_and_end_with_the_episode() -> None:
+    """Every episode changes at 0.1 s: a payload, a weak rotor or a gust, each within its ranges; the
+    privileged observation shows it from that step; a gust ends; a reset restores the quadrotor."""
+    changes = ChangeConfig(probability=1.0, window_s=(0.1, 0.1), gust_s=(0.05, 0.05))
+    env = make_env(
+        num_envs=96,
+        platform="raptor",
+        changes=changes,
+        observation="teacher",
+        episode_length_s=0.3,
+        init=InitConfig(0.0, 0.0, 0.0, 0.0),
+    )
+    assert env.observation_dim == TEACHER_OBSERVATION_DIM == 22 + 8
+    obs = env.reset()
+    nominal = env.nominal_params
+    force_at_start = env.disturbance_force_w.clone()
+    weight = (nominal.mass * 9.81).unsqueeze(-1)
+    for _ in range(10):
+        obs, *_ = env.step(hover_actions(env))
+        assert env.params is nominal and torch.equal(env.disturbance_force_w, force_at_start)
+    obs, *_, info = env.step(hover_actions(env))  # the change acts on this step
+    privileged = info["privileged_obs"]
+    assert torch.equal(obs, teacher_observation(privileged))  # type: ignore[arg-type]
+    mass_ratio = env.params.mass / nominal.mass
+    rotors = env.params.rotor_thrust_scale
+    gust = (env.disturbance_force_w - force_at_start).norm(dim=-1) / weight.squeeze(-1)
+    heavier, weaker, pushed = mass_ratio > 1.0, (rotors < 1.0).any(-1), gust > 1e-3
+    assert torch.equal(heavier.int() + weaker.int() + pushed.int(), torch.ones(96, dtype=torch.int))
+    assert heavier.sum() > 15 and weaker.sum() > 15 and pushed.sum() > 15
+    assert ((mass_ratio[heavier] >= 1.1) & (mass_ratio[heavier] <= 1.4)).all()
+    assert ((rotors < 1.0).sum(-1)[weaker] == 1).all() and rotors[weaker].min() >= 0.6
+    assert ((gust[pushed] >= 0.2 - 1e-5) & (gust[pushed] <= 0.8 + 1e-5)).all()
+    shown = privileged[:, privileged_slice("log_mass_ratio")].squeeze(-1)  # type: ignore[index]
+    assert torch.allclose(shown, mass_ratio.log())
+    assert torch.equal(privileged[:, privileged_slice("rotor_thrust_scale")], rotors)  # type: ignore[index]
+    for _ in range(5):  # the 0.05 s gust is over
+        env.step(hover_actions(env))
+    assert torch.allclose(env.disturbance_force_w, force_at_start, atol=1e-6)
+    for _ in range(15):  # the episode ends (0.3 s): the next one starts with the quadrotor as built
+        env.step(hover_actions(env))
+    assert torch.equal(env.params.mass, nominal.mass)
+    assert torch.equal(env.params.rotor_thrust_scale, nominal.rotor_thrust_scale)
+
+
+def test_a_weak_rotor_in_training_is_what_the_suite_flies() -> None:
+    """The same rotor at the same efficiency moves the quadrotor the same, whether the training change or
+    the suite's mid-flight hook makes it."""
+    from robotrl.envs.quadrotor.mid_flight import WeakenRotor
+
+    changes = ChangeConfig(probability=1.0, window_s=(0.05, 0.05), rotor_efficiency=(0.7, 0.7))
+    trained = make_env(num_envs=64, changes=changes, init=InitConfig(0.0, 0.0, 0.0, 0.0))
+    trained.reset()
+    rotor = trained._change_rotor[trained._change_kind == 1][0].item()
+    env_id = int(((trained._change_kind == 1) & (trained._change_rotor == rotor)).nonzero()[0])
+    hooked = make_env(num_envs=1, init=InitConfig(0.0, 0.0, 0.0, 0.0))
+    hooked.reset()
+    hook = WeakenRotor(at_s=0.05, rotor=("front_right", "back_right", "back_left", "front_left")[rotor])
+    for step in range(30):
+        hook(step, hooked)
+        trained.step(hover_actions(trained))
+        hooked.step(hover_actions(hooked))
+    assert torch.allclose(trained.state[env_id], hooked.state[0], atol=1e-5)
+    assert hooked.state[0, 10:13].abs().max() > 0.1  # it does spin up
+
+
+def test_change_config_rejects_bad_ranges() -> None:
+    with pytest.raises(ValueError, match="rotor_efficiency"):
+        ChangeConfig(rotor_efficiency=(0.5, 1.2))
+    with pytest.raises(ValueError, match="probability"):
+        ChangeConfig(probability=1.5)
+
+
+def test_fly_gives_each_controller_the_observation_it_reads() -> None:
+    """A teacher reads teacher_observation, a student RAPTOR's 22 values, from the same env config."""
+    from robotrl.envs.quadrotor.evaluation import fly
+
+    class Recorder:
+        def __init__(self, observation: str | None):
+            if observation is not None:
+                self.observation = observation
+            self.widths: set[int] = set()
+
+        def reset(self, batch_size: int) -> None:
+            del batch_size
+
+        def act(self, obs: np.ndarray) -> np.ndarray:
+            self.widths.add(obs.shape[1])
+            return np.zeros((obs.shape[0], 4), np.float32)
+
+    teacher, student = Recorder("teacher"), Recorder(None)
+    for controller in (teacher, student):
+        fly(controller, QuadrotorEnvConfig(num_envs=3), duration_s=0.05)
+    assert teacher.widths == {TEACHER_OBSERVATION_DIM} and student.widths == {OBSERVATION_DIM}

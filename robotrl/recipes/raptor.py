@@ -28,7 +28,7 @@ import torch
 
 from robotrl.algos.distill import DAgger
 from robotrl.config import to_dict
-from robotrl.envs.quadrotor.env import QuadrotorEnv
+from robotrl.envs.quadrotor.env import QuadrotorEnv, teacher_observation
 from robotrl.export.bundle import RecurrentState
 from robotrl.export.export import export_bundle
 from robotrl.policies.recurrent_student import RecurrentStudent
@@ -81,10 +81,9 @@ def distill_student(
         )
     env = student_env(config, farm, teachers)
     act = farm.actor(teachers, config.student.envs_per_teacher)
-    obs_dim = QuadrotorEnv.observation_dim
     student = RecurrentStudent(learn_initial_state=config.student.learn_initial_state)
     dagger = DAgger(
-        student, lambda privileged: act(privileged[:, :obs_dim]), config.student.distill, config.seed
+        student, lambda privileged: act(teacher_observation(privileged)), config.student.distill, config.seed
     )
     out = run_dir / "student"
     checkpoint = out / "checkpoint.pt"
@@ -233,6 +232,8 @@ def _student_vs_teachers(
 
 class StudentController:
     """The torch student as a Controller, carrying its hidden state between calls."""
+
+    observation = "raptor"
 
     def __init__(self, student: RecurrentStudent):
         self.student = student.eval()

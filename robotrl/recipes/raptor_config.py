@@ -37,8 +37,9 @@ class FarmConfig:
     """A teacher is kept when this fraction of its flights meet the hover bound (0.10 m from 3 s on)..."""
     keep_rmse_m: float = 0.10
     """... and its median position RMSE over the last 5 s is at most this [m]."""
-    speedup_iterations: int = 4
-    """PPO iterations timed for the batched-vs-one-by-one throughput ratio (0: skip the measurement)."""
+    speedup_iterations: int = 2
+    """Batched PPO iterations in each of the 5 timed rounds of the batched-vs-one-by-one throughput ratio
+    (the lone teacher fills the same time; 0: skip the measurement)."""
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     """Ray cluster to join with backend 'ray' (None: start a local Ray with `threads` CPUs)."""

@@ -15,13 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO
 from robotrl.config import ConfigError
-from robotrl.envs.quadrotor.env import QuadrotorEnv, QuadrotorEnvConfig
+from robotrl.envs.quadrotor.env import (
+    TEACHER_OBSERVATION_DIM,
+    ChangeConfig,
+    QuadrotorEnv,
+    QuadrotorEnvConfig,
+)
 from robotrl.envs.quadrotor.evaluation import (
     Controller,
     FlightLog,
@@ -61,7 +67,7 @@ def build_group(config: RaptorTrainConfig, params: QuadrotorParams) -> GroupedAc
         offset = params.hover_action().unsqueeze(-1).expand(params.num_envs, 4).clone()
     return GroupedActorCritic(
         params.num_envs,
-        QuadrotorEnv.observation_dim,
+        TEACHER_OBSERVATION_DIM,
         QuadrotorEnv.privileged_dim,
         QuadrotorEnv.action_dim,
         action_offset=offset,
@@ -73,7 +79,10 @@ def _group_ppo(config: RaptorTrainConfig, params: QuadrotorParams, seed: int) ->
     e = config.farm.envs_per_teacher
     torch.manual_seed(seed)
     env_params = params.repeat_each(e)
-    env = QuadrotorEnv(group_env_config(config, params.num_envs, e, seed), params=env_params)
+    env_config = dataclasses.replace(
+        group_env_config(config, params.num_envs, e, seed), observation="teacher"
+    )
+    env = QuadrotorEnv(env_config, params=env_params)
     return env, PPO(build_group(config, params), config.ppo, env.num_envs, seed=seed)
 
 
@@ -167,8 +176,9 @@ class TeacherFarm:
         return self.params.num_envs
 
     def actor(self, teachers: list[int], per_teacher: int) -> TeacherBlocks:
-        """Deterministic actions of `teachers` for observations [len(teachers) * per_teacher, 22],
-        rows teacher-major in the order given."""
+        """Deterministic actions of `teachers` for teacher observations (robotrl.envs.quadrotor.env.
+        teacher_observation) [len(teachers) * per_teacher, TEACHER_OBSERVATION_DIM], rows teacher-major in
+        the order given."""
         where = {t: (g, i) for g, ids in enumerate(self.members) for i, t in enumerate(ids)}
         # Consecutive teachers of one group run as one batched call.
         runs: list[tuple[GroupedActorCritic, list[int]]] = []
@@ -185,7 +195,9 @@ class TeacherFarm:
 
     def controller(self, episodes_per_quadrotor: int) -> TorchController:
         """All teachers as one Controller (robotrl.envs.quadrotor.evaluation): row q*K+k flies quadrotor q."""
-        return TorchController(self.actor(list(range(self.num_teachers)), episodes_per_quadrotor))
+        return TorchController(
+            self.actor(list(range(self.num_teachers)), episodes_per_quadrotor), observation="teacher"
+        )
 
 
 class TeacherBlocks(nn.Module):
@@ -214,11 +226,16 @@ def evaluate_per_quadrotor(
 ) -> list[dict[str, float]]:
     """Hover metrics per quadrotor, each from `farm.eval_episodes` seeded random starts.
 
-    The controller's rows are quadrotor-major: row q*K+k flies quadrotor q.
+    The flights are nominal (no disturbance force, no mid-flight change): whether a teacher flies its own
+    quadrotor, as in the hover criterion. The controller's rows are quadrotor-major: row q*K+k flies
+    quadrotor q.
     """
     k = config.farm.eval_episodes
     env_config = dataclasses.replace(
-        group_env_config(config, params.num_envs, k, seed=12345), observation_noise=0.0
+        group_env_config(config, params.num_envs, k, seed=12345),
+        observation_noise=0.0,
+        disturbance_max_weight_fraction=0.0,
+        changes=ChangeConfig(),
     )
     criterion = HoverCriterion(episode_s=config.farm.eval_duration_s)
     flights = fly(
@@ -286,33 +303,50 @@ def load_teacher_farm(run_dir: str | Path) -> TeacherFarm:
 
 
 # ------------------------------------------------------------------------------------------ speed
-def measure_farm_speedup(config: RaptorTrainConfig) -> dict[str, float]:
+def measure_farm_speedup(config: RaptorTrainConfig, rounds: int = 5) -> dict[str, float]:
     """Teacher env-steps/s of one batched group against one teacher alone, same envs per teacher.
 
-    Both run `farm.speedup_iterations` PPO iterations (rollout and update) after one warm-up iteration,
-    in this process with the run's thread count.
+    Both train in this process with the run's thread count, after one warm-up iteration each. The two
+    are timed in alternating rounds (per round: `farm.speedup_iterations` batched iterations, then as
+    many lone-teacher iterations as fill the same time) and the ratio is the median over rounds: on
+    this shared machine either rate alone drifts 30 % from run to run, which a ratio of two back-to-back
+    blocks picked up whole.
     """
     torch.set_num_threads(config.threads)
     params = sample_quadrotors(config.farm)
     size = min(config.farm.group_size, params.num_envs)
-    rates = {}
+    trainers = {}
     for label, members in (("batched", list(range(size))), ("one_by_one", [0])):
         env, ppo = _group_ppo(config, params.index(torch.as_tensor(members)), seed=0)
         runner = OnPolicyRunner(
             env, ppo, Path("/nonexistent"), RunnerConfig(max_iterations=0, eval_every=0), progress=False
         )
-        obs, privileged = env.reset(), env.privileged_observation()
-        for i in range(config.farm.speedup_iterations + 1):
-            if i == 1:
-                start = time.perf_counter()
-            obs, privileged, _ = runner.iterate(obs, privileged)
+        state = runner.iterate(env.reset(), env.privileged_observation())[:2]  # warm-up
+        trainers[label] = [runner, state, ppo.config.num_steps * env.num_envs]
+
+    def timed(label: str, iterations: int = 0, seconds: float = 0.0) -> tuple[float, float]:
+        runner, state, steps = trainers[label]
+        done, start = 0, time.perf_counter()
+        while done < iterations or time.perf_counter() - start < seconds:
+            state = runner.iterate(*state)[:2]
+            done += 1
+        trainers[label][1] = state
         elapsed = time.perf_counter() - start
-        rates[label] = config.farm.speedup_iterations * ppo.config.num_steps * env.num_envs / elapsed
+        return done * steps / elapsed, elapsed
+
+    rates: dict[str, list[float]] = {"batched": [], "one_by_one": []}
+    for _ in range(rounds):
+        rate, elapsed = timed("batched", iterations=config.farm.speedup_iterations)
+        rates["batched"].append(rate)
+        rates["one_by_one"].append(timed("one_by_one", seconds=elapsed)[0])
+    ratios = [b / o for b, o in zip(rates["batched"], rates["one_by_one"], strict=True)]
     return {
-        "batched_teacher_steps_per_s": rates["batched"],
-        "one_by_one_teacher_steps_per_s": rates["one_by_one"],
+        "batched_teacher_steps_per_s": float(np.median(rates["batched"])),
+        "one_by_one_teacher_steps_per_s": float(np.median(rates["one_by_one"])),
         "batched_teachers": float(size),
-        "speedup": rates["batched"] / rates["one_by_one"],
+        "speedup": float(np.median(ratios)),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
     }
 
 

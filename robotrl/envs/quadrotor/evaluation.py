@@ -20,6 +20,9 @@ from robotrl.envs.quadrotor.params import QuadrotorParams
 
 
 class Controller(Protocol):
+    """What `fly` flies. A controller with an `observation` attribute ('raptor' or 'teacher', see
+    QuadrotorEnvConfig.observation) is flown on that observation; any other gets the env config's."""
+
     def reset(self, batch_size: int) -> None: ...
 
     def act(self, obs: np.ndarray) -> np.ndarray: ...
@@ -89,7 +92,11 @@ def fly(
     to ever meet it: training's periodic evaluations then cost a third of a full flight while the
     policy is still far from the criterion. `on_step` changes the env during the flight (see StepHook).
     """
-    config = dataclasses.replace(env_config, episode_length_s=duration_s + env_config.dt)
+    config = dataclasses.replace(
+        env_config,
+        episode_length_s=duration_s + env_config.dt,
+        observation=getattr(controller, "observation", env_config.observation),
+    )
     env = QuadrotorEnv(config, params=params)
     steps = round(duration_s / config.dt)
     n = config.num_envs
@@ -158,8 +165,10 @@ def hover_metrics(log: FlightLog, criterion: HoverCriterion = HoverCriterion()) 
 class TorchController:
     """Adapts a torch module mapping [B, obs] -> [B, act] to the Controller protocol."""
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module, observation: str = "raptor"):
+        """`observation`: what the module reads, 'raptor' (22 values) or 'teacher' (teacher_observation)."""
         self.module = module.eval()
+        self.observation = observation
 
     def reset(self, batch_size: int) -> None:
         del batch_size

@@ -3,7 +3,8 @@
 Each change is a frozen dataclass called as a StepHook with (step, env). It acts on every env of the batch
 at the control step that starts at `at_s`, so all episodes of a scenario see the same change at the same
 time. Parameter changes go through `env.dynamics.set_params`, which rebuilds the simulator's precomputed
-rows; the env's privileged observation keeps the values of the start (a teacher is not told).
+rows; the env's privileged observation shows the new values from then on (a privileged teacher is told,
+a student is not).
 """
 
 from __future__ import annotations
