@@ -90,23 +90,47 @@ class QuadrotorDynamics:
         self.set_params(params)
 
     def set_params(self, params: QuadrotorParams) -> None:
+        """Precompute the rows of `params`.
+
+        Given the params object it already holds (rows changed in place), everything is rebuilt. Given
+        another one, each term is rebuilt only when a tensor it reads is a different object, so a payload
+        or a weak rotor (dataclasses.replace of mass or rotor_thrust_scale) costs a few ops: a full rebuild
+        took 2.9 ms at 8192 envs, most of a 4 ms step, and a farm with mid-flight changes rebuilds nearly
+        every step.
+        """
+        old = getattr(self, "params", None)
         self.params = params
-        r = params.rotor_positions
-        # Torque per unit thrust of each rotor: r_i x e_z + k d_i e_z, as [3, 4, N].
-        ez_torque = params.rotor_torque_constant.unsqueeze(-1) * params.rotor_torque_directions
-        self._torque_per_thrust_t = (
-            torch.stack((r[..., 1], -r[..., 0], ez_torque)).transpose(1, 2).contiguous()
-        )
-        self._inertia_t = params.inertia.permute(1, 2, 0).contiguous()
-        self._inertia_inv_t = params.inertia_inv.permute(1, 2, 0).contiguous()
-        # Thrust curve of each rotor times its efficiency, [3, 4, N]: a weak rotor loses thrust and torque.
-        self._thrust_curve_t = (params.thrust_curve.T.unsqueeze(1) * params.rotor_thrust_scale.T).contiguous()
-        self._inv_mass = 1.0 / params.mass
-        self._rate_rising = (1.0 / params.motor_tau_rising).unsqueeze(0)
-        self._rate_falling = (1.0 / params.motor_tau_falling).unsqueeze(0)
-        lo, hi = params.motor_command_range.T.unsqueeze(1).unbind(0)
-        self._command_lo, self._half_command_span = lo, 0.5 * (hi - lo)
-        self._gravity_w = torch.tensor((0.0, 0.0, -GRAVITY), dtype=params.mass.dtype, device=params.device)
+
+        def new(*names: str) -> bool:
+            return (
+                old is None or old is params or any(getattr(params, n) is not getattr(old, n) for n in names)
+            )
+
+        if new("rotor_positions", "rotor_torque_constant", "rotor_torque_directions"):
+            r = params.rotor_positions
+            # Torque per unit thrust of each rotor: r_i x e_z + k d_i e_z, as [3, 4, N].
+            ez_torque = params.rotor_torque_constant.unsqueeze(-1) * params.rotor_torque_directions
+            self._torque_per_thrust_t = (
+                torch.stack((r[..., 1], -r[..., 0], ez_torque)).transpose(1, 2).contiguous()
+            )
+        if new("inertia"):
+            self._inertia_t = params.inertia.permute(1, 2, 0).contiguous()
+            self._inertia_inv_t = params.inertia_inv.permute(1, 2, 0).contiguous()
+        if new("thrust_curve", "rotor_thrust_scale"):
+            # Thrust curve of each rotor times its efficiency, [3, 4, N]: a weak rotor loses thrust, torque.
+            curve = params.thrust_curve.T.unsqueeze(1) * params.rotor_thrust_scale.T
+            self._thrust_curve_t = curve.contiguous()
+        if new("mass"):
+            self._inv_mass = 1.0 / params.mass
+        if new("motor_tau_rising", "motor_tau_falling", "motor_command_range"):
+            self._rate_rising = (1.0 / params.motor_tau_rising).unsqueeze(0)
+            self._rate_falling = (1.0 / params.motor_tau_falling).unsqueeze(0)
+            lo, hi = params.motor_command_range.T.unsqueeze(1).unbind(0)
+            self._command_lo, self._half_command_span = lo, 0.5 * (hi - lo)
+        if old is None or old.device != params.device:
+            self._gravity_w = torch.tensor(
+                (0.0, 0.0, -GRAVITY), dtype=params.mass.dtype, device=params.device
+            )
 
     def action_to_motor_command(self, action: torch.Tensor) -> torch.Tensor:
         """Map actions in [-1, 1] (clipped) onto the normalised motor command range, [N, 4]."""
