@@ -389,11 +389,25 @@ def test_a_weak_rotor_in_training_is_what_the_suite_flies() -> None:
     assert hooked.state[0, 10:13].abs().max() > 0.1  # it does spin up
 
 
+def test_kind_weights_choose_the_kind_of_change() -> None:
+    changes = ChangeConfig(probability=1.0, window_s=(0.02, 0.02), kind_weights=(0.0, 1.0, 0.0))
+    env = make_env(num_envs=64, platform="raptor", changes=changes, init=InitConfig(0.0, 0.0, 0.0, 0.0))
+    env.reset()
+    force = env.disturbance_force_w.clone()
+    for _ in range(3):
+        env.step(hover_actions(env))
+    assert ((env.params.rotor_thrust_scale < 1.0).sum(-1) == 1).all()  # every env: one weak rotor ...
+    assert torch.equal(env.params.mass, env.nominal_params.mass)  # ... no payload, no gust
+    assert torch.equal(env.disturbance_force_w, force)
+
+
 def test_change_config_rejects_bad_ranges() -> None:
     with pytest.raises(ValueError, match="rotor_efficiency"):
         ChangeConfig(rotor_efficiency=(0.5, 1.2))
     with pytest.raises(ValueError, match="probability"):
         ChangeConfig(probability=1.5)
+    with pytest.raises(ValueError, match="kind_weights"):
+        ChangeConfig(kind_weights=(0.0, 0.0, 0.0))
 
 
 def test_fly_gives_each_controller_the_observation_it_reads() -> None:

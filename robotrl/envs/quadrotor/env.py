@@ -128,7 +128,9 @@ class ChangeConfig:
     """
 
     probability: float = 0.0
-    """Fraction of episodes with one change, its kind drawn uniformly from mass, rotor and gust."""
+    """Fraction of episodes with one change, its kind drawn from CHANGE_KINDS with `kind_weights`."""
+    kind_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Relative odds of a payload, a weak rotor and a gust."""
     window_s: tuple[float, float] = (0.5, 4.0)
     """The change happens at a time uniform in this window [s]."""
     mass_factor: tuple[float, float] = (1.1, 1.4)
@@ -148,6 +150,11 @@ class ChangeConfig:
         _check_range("rotor_efficiency", self.rotor_efficiency, 0.0, 1.0)
         _check_range("gust_weight_fraction", self.gust_weight_fraction, 0.0)
         _check_range("gust_s", self.gust_s, 1e-9)
+        weights = self.kind_weights
+        if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(
+                f"changes.kind_weights must be 3 odds >= 0 (mass, rotor, gust), not all 0, got {weights}"
+            )
 
 
 CHANGE_KINDS = ("mass", "rotor", "gust")
@@ -354,7 +361,8 @@ class QuadrotorEnv:
         happens = torch.rand(n, generator=g, device=dev) < c.probability
         at = torch.round(uniform(c.window_s) / self.config.dt).long()
         self._change_step[env_ids] = torch.where(happens, at, -1)
-        kind = torch.randint(len(CHANGE_KINDS), (n,), generator=g, device=dev)
+        odds = torch.tensor(c.kind_weights, dtype=torch.float32, device=dev)
+        kind = torch.multinomial(odds, n, replacement=True, generator=g)
         self._change_kind[env_ids] = kind
         value = torch.stack(
             (uniform(c.mass_factor), uniform(c.rotor_efficiency), uniform(c.gust_weight_fraction))
