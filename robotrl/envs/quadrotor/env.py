@@ -158,6 +158,7 @@ class ChangeConfig:
 
 
 CHANGE_KINDS = ("mass", "rotor", "gust")
+_MASS, _ROTOR, _GUST = range(len(CHANGE_KINDS))
 
 
 @dataclass
@@ -376,7 +377,7 @@ class QuadrotorEnv:
             (gust * torch.cos(heading), gust * torch.sin(heading), torch.zeros_like(gust)), dim=-1
         )
         duration = torch.round(uniform(c.gust_s) / self.config.dt).long().clamp_min(1)
-        self._gust_end_step[env_ids] = torch.where(happens & (kind == 2), at + duration, -1)
+        self._gust_end_step[env_ids] = torch.where(happens & (kind == _GUST), at + duration, -1)
 
     def _apply_changes(self) -> None:
         """Start the changes due at this step and end the gusts that are over."""
@@ -388,9 +389,9 @@ class QuadrotorEnv:
         if not due.any():
             return
         kind = self._change_kind
-        gust = due & (kind == 2)
+        gust = due & (kind == _GUST)
         self.disturbance_force_w[gust] += self._gust_force_w[gust]
-        mass, rotor = due & (kind == 0), (due & (kind == 1)).nonzero().squeeze(-1)
+        mass, rotor = due & (kind == _MASS), (due & (kind == _ROTOR)).nonzero().squeeze(-1)
         self._mass_factor[mass] = self._change_value[mass]
         self._rotor_scale[rotor, self._change_rotor[rotor]] = self._change_value[rotor]
         if mass.any() or rotor.numel():
@@ -445,18 +446,20 @@ class QuadrotorEnv:
         reward = torch.where(terminated, torch.full_like(reward, self.config.reward.termination), reward)
 
         self._refresh_observation()
-        obs = self.observe()
+        privileged = self.privileged_observation()
+        obs = self.observe(privileged)
         info: dict[str, object] = {"time_outs": truncated, "nonfinite": nonfinite}
         done = terminated | truncated
         if done.any():
             ids = done.nonzero().squeeze(-1)
             info["final_obs"] = obs.clone()
-            info["final_privileged_obs"] = self.privileged_observation()
+            info["final_privileged_obs"] = privileged
             info["episode"] = {f"cost/{k}": v[ids].mean().item() for k, v in self.episode_sums.items()}
             info["episode"]["episode_length_s"] = self.time_s[ids].float().mean().item()
             self.reset_idx(ids)
-            obs = self.observe()
-        info["privileged_obs"] = self.privileged_observation()
+            privileged = self.privileged_observation()
+            obs = self.observe(privileged)
+        info["privileged_obs"] = privileged
         return obs, reward, terminated, truncated, info
 
     def _costs(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -494,10 +497,14 @@ class QuadrotorEnv:
             self.state, self.target_position_w, self.target_velocity_w, self.previous_action
         )
 
-    def observe(self) -> torch.Tensor:
-        """The policy observation [N, observation_dim], with observation noise if configured."""
+    def observe(self, privileged: torch.Tensor | None = None) -> torch.Tensor:
+        """The policy observation [N, observation_dim], with observation noise if configured.
+
+        `privileged`: this state's privileged_observation() when the caller has built it already (step
+        does), so that a teacher's observation does not build it twice.
+        """
         if self.config.observation == "teacher":
-            obs = teacher_observation(self.privileged_observation())
+            obs = teacher_observation(self.privileged_observation() if privileged is None else privileged)
         else:
             obs = self._clean_obs
         if self.config.observation_noise > 0:
