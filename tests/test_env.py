@@ -6,6 +6,7 @@ bit as if nothing had happened.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from robotrl.envs.quadrotor.dynamics import LINVEL_W, POS_W, QUAT_WXYZ
+from robotrl.envs.quadrotor.dynamics import LINVEL_W, MOTORS, POS_W, QUAT_WXYZ
 from robotrl.envs.quadrotor.env import (
     PRIVILEGED_DIM,
+    TEACHER_FEEDFORWARD,
     TEACHER_OBSERVATION_DIM,
     ChangeConfig,
     InitConfig,
@@ -62,7 +64,7 @@ def test_reset_shapes_and_dtypes() -> None:
     assert obs.shape == (5, OBSERVATION_DIM) == (5, 22)
     assert obs.dtype == torch.float32
     privileged = env.privileged_observation()
-    assert PRIVILEGED_DIM == env.privileged_dim == 22 + 24
+    assert PRIVILEGED_DIM == env.privileged_dim == 22 + 28
     assert privileged.shape == (5, env.privileged_dim)
     assert privileged.dtype == torch.float32
     obs, reward, terminated, truncated, info = env.step(hover_actions(env))
@@ -313,6 +315,30 @@ def test_hover_action_holds_a_level_crazyflie_at_the_target() -> None:
     assert env.episode_step.tolist() == [steps] * 4
 
 
+def test_each_rotors_hover_action_holds_a_heavier_quadrotor_with_a_weak_rotor_level() -> None:
+    """The teacher observation's rotor_hover_action is the exact feedforward: with a payload and one rotor
+    at 70 %, commanding it (motors already there) keeps every quadrotor still; the nominal hover tips it."""
+    drift = {}
+    for name in ("rotor_hover_action", "hover_action"):
+        env = make_env(num_envs=6, platform="raptor", init=AT_TARGET, observation="teacher")
+        env.reset()
+        p = env.params
+        weak = p.rotor_thrust_scale.clone()
+        weak[:, 0] = 0.7
+        env.dynamics.set_params(dataclasses.replace(p, rotor_thrust_scale=weak, mass=p.mass * 1.2))
+        feedforward = env.observe()[:, TEACHER_FEEDFORWARD[0] : TEACHER_FEEDFORWARD[1]]
+        torch.testing.assert_close(feedforward, env.params.rotor_hover_action())
+        assert (feedforward[:, 0] > feedforward[:, 1]).all()  # the weak rotor works harder
+        action = feedforward if name == "rotor_hover_action" else hover_actions(env)
+        lo, hi = env.params.motor_command_range.unbind(-1)
+        env.state[:, MOTORS] = lo.unsqueeze(-1) + (action + 1) / 2 * (hi - lo).unsqueeze(-1)
+        for _ in range(round(1.0 / env.config.dt)):
+            obs, *_ = env.step(action)
+        drift[name] = obs[:, POSITION_ERROR].norm(dim=-1)
+    assert drift["rotor_hover_action"].max() < 1e-3
+    assert drift["hover_action"].max() > 0.1
+
+
 def test_observation_noise_reaches_the_policy_but_not_the_critic() -> None:
     noisy = make_env(observation_noise=0.1)
     clean = make_env()
@@ -336,7 +362,7 @@ def test_mid_episode_changes_act_on_the_dynamics_show_to_the_teacher_and_end_wit
         episode_length_s=0.3,
         init=InitConfig(0.0, 0.0, 0.0, 0.0),
     )
-    assert env.observation_dim == TEACHER_OBSERVATION_DIM == 22 + 8
+    assert env.observation_dim == TEACHER_OBSERVATION_DIM == 22 + 12
     obs = env.reset()
     nominal = env.nominal_params
     force_at_start = env.disturbance_force_w.clone()

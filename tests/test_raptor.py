@@ -15,7 +15,7 @@ from torch import nn
 from robotrl.algos.distill import DAgger, DistillConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.cli import main
-from robotrl.envs.quadrotor.env import QuadrotorEnv
+from robotrl.envs.quadrotor.env import ChangeConfig, QuadrotorEnv
 from robotrl.policies.grouped_mlp import GroupedActorCritic
 from robotrl.policies.recurrent_student import RecurrentStudent
 from robotrl.recipes.raptor import StudentController, student_env
@@ -57,15 +57,22 @@ def test_student_step_equals_its_sequence() -> None:
     torch.testing.assert_close(hidden, last)
 
 
-def _grouped(groups: int = 3) -> GroupedActorCritic:
+def _grouped(groups: int = 3, offset_obs_columns: tuple[int, int] | None = None) -> GroupedActorCritic:
     torch.manual_seed(0)
     return GroupedActorCritic(
-        groups, 22, QuadrotorEnv.privileged_dim, 4, activation="relu", init_log_std=-1.0
+        groups,
+        22,
+        QuadrotorEnv.privileged_dim,
+        4,
+        activation="relu",
+        init_log_std=-1.0,
+        offset_obs_columns=offset_obs_columns,
     )
 
 
-def test_a_farm_member_is_the_same_policy_alone() -> None:
-    farm = _grouped()
+@pytest.mark.parametrize("offset_obs_columns", [None, (18, 22)])
+def test_a_farm_member_is_the_same_policy_alone(offset_obs_columns: tuple[int, int] | None) -> None:
+    farm = _grouped(offset_obs_columns=offset_obs_columns)
     with torch.no_grad():
         for p in farm.actor.parameters():
             p.add_(0.1 * torch.randn_like(p))  # away from the small-last-layer initialisation
@@ -76,10 +83,15 @@ def test_a_farm_member_is_the_same_policy_alone() -> None:
         alone = farm.member(g)
         torch.testing.assert_close(alone.action_mean(obs[rows]), means[rows])
         torch.testing.assert_close(alone.value(privileged[rows]), values[rows])
+        torch.testing.assert_close(alone.deterministic_actor()(obs[rows]), means[rows].clamp(-1, 1))
     pair = farm.select([2, 0])
     torch.testing.assert_close(
         pair.action_mean(torch.cat((obs[10:15], obs[0:5]))), torch.cat((means[10:15], means[0:5]))
     )
+    if offset_obs_columns is not None:  # the columns are added on top of the network's output
+        without = farm.select([0, 1, 2])
+        without.member_kwargs["offset_obs_columns"] = None
+        torch.testing.assert_close(means - without.action_mean(obs), obs[:, 18:22])
 
 
 def _fill_storage(ppo: PPO, generator: torch.Generator, member_1_scale: float) -> None:
@@ -124,8 +136,9 @@ def test_dagger_fits_the_student_to_its_teacher() -> None:
     """A teacher that is a fixed function of the observation: the distillation loss must fall."""
     config = load_config(None, TINY)
     farm_params = sample_quadrotors(config.farm)
+    nominal = {"changes": ChangeConfig(), "disturbance_max_weight_fraction": 0.0}  # the teacher ignores them
     env = QuadrotorEnv(
-        dataclasses.replace(config.env, num_envs=16, platform="raptor"),
+        dataclasses.replace(config.env, num_envs=16, platform="raptor", **nominal),
         params=farm_params.index(torch.arange(4)).repeat_each(4),
     )
     hover = env.params.hover_action().unsqueeze(-1)

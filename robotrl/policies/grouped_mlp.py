@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from robotrl.policies.mlp import ActorCritic, RunningNormalizer, activation_class
+from robotrl.policies.mlp import ActorCritic, RunningNormalizer, activation_class, with_obs_offset
 
 
 class GroupedLinear(nn.Module):
@@ -62,8 +62,11 @@ class GroupedActorCritic(nn.Module):
         action_offset: torch.Tensor | None = None,
         normalize_obs: bool = True,
         activation: str = "tanh",
+        offset_obs_columns: tuple[int, int] | None = None,
     ):
-        """`action_offset` [G, action_dim] centres each member's untrained actor (e.g. its hover action)."""
+        """`action_offset` [G, action_dim] centres each member's untrained actor (e.g. its hover action);
+        `offset_obs_columns` adds those (raw) observation columns to the actor's output as well (see
+        ActorCritic)."""
         super().__init__()
         self.groups = groups
         # What one member is, for member() and select().
@@ -75,6 +78,7 @@ class GroupedActorCritic(nn.Module):
             "critic_hidden": critic_hidden,
             "normalize_obs": normalize_obs,
             "activation": activation,
+            "offset_obs_columns": offset_obs_columns,
         }
         self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize_obs)
         self.privileged_normalizer = RunningNormalizer(privileged_dim)
@@ -100,7 +104,7 @@ class GroupedActorCritic(nn.Module):
 
     def action_mean(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.actor(self._grouped(self.obs_normalizer(obs))) + self.action_offset.unsqueeze(1)
-        return out.reshape(obs.shape[0], -1)
+        return with_obs_offset(out.reshape(obs.shape[0], -1), obs, self.member_kwargs["offset_obs_columns"])
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         per_env = obs.shape[0] // self.groups

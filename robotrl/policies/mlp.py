@@ -80,9 +80,14 @@ class ActorCritic(nn.Module):
         normalize_obs: bool = True,
         activation: str = "tanh",
         action_clip: float = 1.0,
+        offset_obs_columns: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.action_clip = action_clip
+        self.offset_obs_columns = offset_obs_columns
+        """[start, stop) of raw observation columns added to the actor's output: a feedforward the env
+        already knows (a quadrotor teacher's per-rotor hover action), so the network learns only the
+        feedback around it."""
         """Bound of the deterministic actor's output: the env's own action clip, so that what leaves
         training acts as the mean did in training (a jump env clips at 10, not 1)."""
         self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize_obs)
@@ -98,7 +103,9 @@ class ActorCritic(nn.Module):
         )
 
     def action_mean(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor(self.obs_normalizer(obs)) + self.action_offset
+        return with_obs_offset(
+            self.actor(self.obs_normalizer(obs)) + self.action_offset, obs, self.offset_obs_columns
+        )
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         return torch.distributions.Normal(self.action_mean(obs), self.log_std.exp().expand(obs.shape[0], -1))
@@ -119,7 +126,13 @@ class DeterministicActor(nn.Module):
         self.actor = policy.actor
         self.register_buffer("action_offset", policy.action_offset.clone())
         self.action_clip = policy.action_clip
+        self.offset_obs_columns = policy.offset_obs_columns
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         clip = self.action_clip
-        return (self.actor(self.obs_normalizer(obs)) + self.action_offset).clamp(-clip, clip)
+        mean = self.actor(self.obs_normalizer(obs)) + self.action_offset
+        return with_obs_offset(mean, obs, self.offset_obs_columns).clamp(-clip, clip)
+
+
+def with_obs_offset(mean: torch.Tensor, obs: torch.Tensor, columns: tuple[int, int] | None) -> torch.Tensor:
+    return mean if columns is None else mean + obs[..., columns[0] : columns[1]]

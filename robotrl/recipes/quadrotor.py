@@ -39,14 +39,19 @@ class PolicyConfig:
     0.13-0.2 m offset; -2.0 reached the hover criterion; -2.5 explored too little to stop crashing)."""
     normalize_obs: bool = True
     """Running mean/std on the actor's input; the critic always normalises its privileged input."""
-    action_offset: Literal["hover", "zero"] = "hover"
-    """'hover': the untrained actor outputs the platform's nominal hover command; 'zero': it outputs 0."""
+    action_offset: Literal["hover", "zero", "rotor_hover"] = "hover"
+    """'hover': the untrained actor outputs the platform's nominal hover command; 'zero': it outputs 0;
+    'rotor_hover' (RAPTOR teachers, which read it): the actor adds each rotor's share of a level hover at the
+    current mass and rotor efficiencies (teacher_observation), so a payload or a weak rotor needs no feedback
+    error to be carried."""
     activation: Literal["tanh", "relu", "elu"] = "tanh"
     """Hidden-layer activation of actor and critic."""
 
     def __post_init__(self) -> None:
-        if self.action_offset not in ("hover", "zero"):
-            raise ValueError(f"action_offset must be 'hover' or 'zero', got {self.action_offset!r}")
+        if self.action_offset not in ("hover", "zero", "rotor_hover"):
+            raise ValueError(
+                f"action_offset must be 'hover', 'zero' or 'rotor_hover', got {self.action_offset!r}"
+            )
 
     def network_kwargs(self) -> dict[str, Any]:
         """The ActorCritic / GroupedActorCritic arguments this config sets (all but the action offset)."""
@@ -95,6 +100,11 @@ def eval_env_config(config: QuadrotorTrainConfig, platform: str | None = None) -
 
 
 def build_policy(config: QuadrotorTrainConfig, env: QuadrotorEnv) -> ActorCritic:
+    if config.policy.action_offset == "rotor_hover":
+        raise ValueError(
+            "policy.action_offset 'rotor_hover' is for RAPTOR teachers (robotrl train raptor), whose "
+            "observation carries each rotor's hover action; use 'hover' or 'zero' here"
+        )
     offset = None
     if config.policy.action_offset == "hover":
         offset = env.params.hover_action().mean().expand(env.action_dim).clone()

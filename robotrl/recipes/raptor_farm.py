@@ -23,6 +23,7 @@ from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO
 from robotrl.config import ConfigError
 from robotrl.envs.quadrotor.env import (
+    TEACHER_FEEDFORWARD,
     TEACHER_OBSERVATION_DIM,
     ChangeConfig,
     QuadrotorEnv,
@@ -61,7 +62,8 @@ def group_env_config(
 
 
 def build_group(config: RaptorTrainConfig, params: QuadrotorParams) -> GroupedActorCritic:
-    """Untrained teachers for the quadrotors `params` (one row each), each offset to its hover command."""
+    """Untrained teachers for the quadrotors `params` (one row each), each offset to its hover command:
+    the nominal one ('hover') or each rotor's at the current mass and efficiencies ('rotor_hover')."""
     offset = None
     if config.policy.action_offset == "hover":
         offset = params.hover_action().unsqueeze(-1).expand(params.num_envs, 4).clone()
@@ -71,6 +73,7 @@ def build_group(config: RaptorTrainConfig, params: QuadrotorParams) -> GroupedAc
         QuadrotorEnv.privileged_dim,
         QuadrotorEnv.action_dim,
         action_offset=offset,
+        offset_obs_columns=TEACHER_FEEDFORWARD if config.policy.action_offset == "rotor_hover" else None,
         **config.policy.network_kwargs(),
     )
 

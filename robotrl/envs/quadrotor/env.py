@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +44,7 @@ PRIVILEGED_FIELDS: tuple[tuple[str, int], ...] = (
     ("target_velocity_w", 3),
     ("rotor_thrust_scale", 4),
     ("log_mass_ratio", 1),
+    ("rotor_hover_action", 4),
 )
 """After the policy observation, in this order. The parameters are the current ones: a payload, a weak rotor
 or a gust (ChangeConfig, robotrl.envs.quadrotor.mid_flight) shows here from the step it happens."""
@@ -58,18 +60,27 @@ def privileged_slice(name: str) -> slice:
     raise KeyError(name)
 
 
-TEACHER_FIELDS = ("disturbance_accel_w", "rotor_thrust_scale", "log_mass_ratio")
+TEACHER_FIELDS = ("disturbance_accel_w", "rotor_thrust_scale", "log_mass_ratio", "rotor_hover_action")
 """What a RAPTOR teacher sees beyond the policy observation: what changes its quadrotor during a flight.
-Everything else it could be told is constant for a teacher trained on one quadrotor."""
+Everything else it could be told is constant for a teacher trained on one quadrotor. The last field, each
+rotor's share of a level hover at the current mass and efficiencies, is what a teacher adds to its actor's
+output (TEACHER_FEEDFORWARD, `policy.action_offset: rotor_hover`)."""
 _TEACHER_SLICES = tuple(privileged_slice(name) for name in TEACHER_FIELDS)
 TEACHER_OBSERVATION_DIM = OBSERVATION_DIM + sum(s.stop - s.start for s in _TEACHER_SLICES)
 
 
+TEACHER_FEEDFORWARD = (TEACHER_OBSERVATION_DIM - ACTION_DIM, TEACHER_OBSERVATION_DIM)
+"""[start, stop) of rotor_hover_action in the teacher observation."""
+
+
 def teacher_observation(privileged_obs: torch.Tensor) -> torch.Tensor:
     """[N, TEACHER_OBSERVATION_DIM] from the privileged observation: the clean policy observation, the
-    disturbance in units of g, the rotor efficiencies and the log mass ratio to the start."""
-    disturbance, rotors, mass = (privileged_obs[:, s] for s in _TEACHER_SLICES)
-    return torch.cat((privileged_obs[:, :OBSERVATION_DIM], disturbance / GRAVITY, rotors, mass), dim=-1)
+    disturbance in units of g, the rotor efficiencies, the log mass ratio to the start and each rotor's
+    hover action."""
+    disturbance, rotors, mass, hover = (privileged_obs[:, s] for s in _TEACHER_SLICES)
+    return torch.cat(
+        (privileged_obs[:, :OBSERVATION_DIM], disturbance / GRAVITY, rotors, mass, hover), dim=-1
+    )
 
 
 @dataclass
@@ -264,8 +275,7 @@ class QuadrotorEnv:
         """The quadrotors as built; changes during a flight replace `params`, never these."""
         self.observation_dim = TEACHER_OBSERVATION_DIM if config.observation == "teacher" else OBSERVATION_DIM
         self._hover_action = self.params.hover_action().unsqueeze(-1)
-        self._privileged_params_of: QuadrotorParams | None = None
-        self._privileged_params_cache = torch.empty(0)
+        self._privileged_cache: dict[str, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = {}
         n = self.num_envs
         # Mid-episode changes (ChangeConfig): what each env's episode holds and where it stands.
         self._mass_factor = torch.ones(n, device=self.device)
@@ -349,12 +359,12 @@ class QuadrotorEnv:
     def _draw_changes(self, env_ids: torch.Tensor) -> None:
         """Undo the reset envs' changes and draw their next episode's (ChangeConfig)."""
         c, g, dev, n = self.config.changes, self.generator, self.device, env_ids.numel()
-        changed = (self._mass_factor[env_ids] != 1.0) | (self._rotor_scale[env_ids] != 1.0).any(-1)
+        heavier = bool((self._mass_factor[env_ids] != 1.0).any())
+        weaker = bool((self._rotor_scale[env_ids] != 1.0).any())
         self._mass_factor[env_ids] = 1.0
         self._rotor_scale[env_ids] = 1.0
         self._gust_end_step[env_ids] = -1  # the reset drew a new disturbance force: no gust left to undo
-        if changed.any():
-            self._rebuild_params()
+        self._rebuild_params(heavier, weaker)
 
         def uniform(bounds: tuple[float, float]) -> torch.Tensor:
             return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=g, device=dev)
@@ -394,18 +404,19 @@ class QuadrotorEnv:
         mass, rotor = due & (kind == _MASS), (due & (kind == _ROTOR)).nonzero().squeeze(-1)
         self._mass_factor[mass] = self._change_value[mass]
         self._rotor_scale[rotor, self._change_rotor[rotor]] = self._change_value[rotor]
-        if mass.any() or rotor.numel():
-            self._rebuild_params()
+        self._rebuild_params(bool(mass.any()), rotor.numel() > 0)
 
-    def _rebuild_params(self) -> None:
-        nominal = self.nominal_params
-        self.dynamics.set_params(
-            dataclasses.replace(
-                nominal,
-                mass=nominal.mass * self._mass_factor,
-                rotor_thrust_scale=nominal.rotor_thrust_scale * self._rotor_scale,
-            )
-        )
+    def _rebuild_params(self, mass: bool, rotors: bool) -> None:
+        """New params with the changed factors applied; a tensor that did not change stays the same object,
+        so the dynamics and the privileged observation rebuild only what reads a changed one."""
+        if not (mass or rotors):
+            return
+        nominal, current, new = self.nominal_params, self.params, {}
+        if mass:
+            new["mass"] = nominal.mass * self._mass_factor
+        if rotors:
+            new["rotor_thrust_scale"] = nominal.rotor_thrust_scale * self._rotor_scale
+        self.dynamics.set_params(dataclasses.replace(current, **new))
 
     # ----------------------------------------------------------------------------------- step
     def step(
@@ -516,34 +527,64 @@ class QuadrotorEnv:
     def privileged_observation(self) -> torch.Tensor:
         """The noise-free policy observation plus what only a simulator knows (PRIVILEGED_FIELDS)."""
         p = self.params
+        loading, rotor_hover = self._cached("loading", p, _LOADING_FIELDS, _loading_terms)
         return torch.cat(
             (
                 self._clean_obs,
                 self.state[:, MOTORS],
-                self._privileged_params(),
+                loading,
+                self._cached("build", p, _BUILD_FIELDS, _build_terms)[0],
                 self.disturbance_force_w / p.mass.unsqueeze(-1),
                 self.target_velocity_w,
                 p.rotor_thrust_scale,
                 (p.mass / self.nominal_params.mass).log().unsqueeze(-1),
+                rotor_hover,
             ),
             dim=-1,
         )
 
-    def _privileged_params(self) -> torch.Tensor:
-        """The physical parameters of PRIVILEGED_FIELDS, recomputed only when `params` was replaced."""
-        p = self.params
-        if self._privileged_params_of is not p:
-            self._privileged_params_of = p
-            self._privileged_params_cache = torch.cat(
-                (
-                    p.mass.log().unsqueeze(-1),
-                    p.thrust_to_weight.unsqueeze(-1),
-                    torch.diagonal(p.inertia, dim1=-2, dim2=-1).log(),
-                    p.rotor_positions[:, 0, :2].norm(dim=-1).log().unsqueeze(-1),
-                    p.motor_tau_rising.unsqueeze(-1),
-                    p.motor_tau_falling.unsqueeze(-1),
-                    p.rotor_torque_constant.unsqueeze(-1),
-                ),
-                dim=-1,
-            )
-        return self._privileged_params_cache
+    def _cached(
+        self,
+        name: str,
+        params: QuadrotorParams,
+        fields: tuple[str, ...],
+        terms: Callable[[QuadrotorParams], tuple[torch.Tensor, ...]],
+    ) -> tuple[torch.Tensor, ...]:
+        """`terms(params)`, recomputed only when one of the tensors in `fields` is a new object: with
+        mid-flight changes the params are replaced nearly every step of a farm, but only mass and rotor
+        efficiencies change (rebuilding all of it took about a tenth of a step at 8192 envs)."""
+        key = tuple(getattr(params, f) for f in fields)
+        cached = self._privileged_cache.get(name)
+        if cached is None or any(a is not b for a, b in zip(cached[0], key, strict=True)):
+            cached = (key, terms(params))
+            self._privileged_cache[name] = cached
+        return cached[1]
+
+
+_LOADING_FIELDS = ("mass", "thrust_curve", "motor_command_range", "rotor_thrust_scale")
+_BUILD_FIELDS = (
+    "inertia",
+    "rotor_positions",
+    "motor_tau_rising",
+    "motor_tau_falling",
+    "rotor_torque_constant",
+)
+
+
+def _loading_terms(p: QuadrotorParams) -> tuple[torch.Tensor, ...]:
+    """log_mass and thrust_to_weight [N, 2], rotor_hover_action [N, 4]: what payloads and weak rotors move."""
+    return torch.stack((p.mass.log(), p.thrust_to_weight), dim=-1), p.rotor_hover_action()
+
+
+def _build_terms(p: QuadrotorParams) -> tuple[torch.Tensor]:
+    """log_inertia_diag, arm_length_log, motor taus and rotor_torque_constant [N, 7]: fixed in flight."""
+    return (
+        torch.cat(
+            (
+                torch.diagonal(p.inertia, dim1=-2, dim2=-1).log(),
+                p.rotor_positions[:, 0, :2].norm(dim=-1).log().unsqueeze(-1),
+                torch.stack((p.motor_tau_rising, p.motor_tau_falling, p.rotor_torque_constant), dim=-1),
+            ),
+            dim=-1,
+        ),
+    )

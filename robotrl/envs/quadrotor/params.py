@@ -83,8 +83,17 @@ class QuadrotorParams:
 
     def hover_command(self) -> torch.Tensor:
         """[N] motor command at which four nominal rotors carry the weight (root of the thrust curve)."""
-        c0, c1, c2 = self.thrust_curve.unbind(-1)
-        f = self.mass * GRAVITY / 4.0
+        return self._command_for_thrust(self.mass * GRAVITY / 4.0)
+
+    def rotor_hover_action(self) -> torch.Tensor:
+        """[N, 4] action at which each rotor, at its efficiency, carries a quarter of the weight: a weak
+        rotor's share of a level hover (clipped to [-1, 1]; all equal to hover_action when nominal)."""
+        f = (self.mass * GRAVITY / 4.0).unsqueeze(-1) / self.rotor_thrust_scale.clamp_min(1e-6)
+        return self._command_to_action(self._command_for_thrust(f)).clamp(-1.0, 1.0)
+
+    def _command_for_thrust(self, f: torch.Tensor) -> torch.Tensor:
+        """Command [N, ...] at which a nominal rotor gives thrust f [N, ...] (root of the thrust curve)."""
+        c0, c1, c2 = (c.reshape(-1, *[1] * (f.dim() - 1)) for c in self.thrust_curve.unbind(-1))
         disc = (c1 * c1 - 4.0 * c2 * (c0 - f)).clamp_min(0.0)
         quadratic = (-c1 + torch.sqrt(disc)) / (2.0 * c2.clamp_min(1e-12))
         linear = (f - c0) / c1.clamp_min(1e-12)
@@ -92,8 +101,12 @@ class QuadrotorParams:
 
     def hover_action(self) -> torch.Tensor:
         """[N] action in [-1, 1] that commands the hover motor command."""
-        lo, hi = self.motor_command_range.unbind(-1)
-        return 2.0 * (self.hover_command() - lo) / (hi - lo) - 1.0
+        return self._command_to_action(self.hover_command())
+
+    def _command_to_action(self, command: torch.Tensor) -> torch.Tensor:
+        """Actions for motor commands [N, ...]: the env maps [-1, 1] linearly onto the command range."""
+        lo, hi = (b.reshape(-1, *[1] * (command.dim() - 1)) for b in self.motor_command_range.unbind(-1))
+        return 2.0 * (command - lo) / (hi - lo) - 1.0
 
     def to(self, device: torch.device | str) -> QuadrotorParams:
         return QuadrotorParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
