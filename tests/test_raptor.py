@@ -111,16 +111,13 @@ def _fill_storage(ppo: PPO, generator: torch.Generator, member_1_scale: float) -
     ppo.compute_returns(torch.randn(s.obs.shape[1], s.privileged_obs.shape[-1], generator=generator))
 
 
-@pytest.mark.parametrize("desired_kl", [0.0, 0.01])
-def test_each_member_learns_as_if_alone(desired_kl: float) -> None:
-    """Member 0's update does not depend on member 1's data (advantages, clipping, loss and the KL-adaptive
-    learning rate per member)."""
-    results, rates = [], []
+def test_each_member_learns_as_if_alone() -> None:
+    """Member 0's update does not depend on member 1's data (advantages, clipping and loss per member)."""
+    results = []
     for scale in (1.0, 25.0):
-        ppo = PPO(_grouped(2), PPOConfig(num_steps=8, desired_kl=desired_kl), num_envs=2 * 16, seed=0)
+        ppo = PPO(_grouped(2), PPOConfig(num_steps=8, desired_kl=0.0), num_envs=2 * 16, seed=0)
         _fill_storage(ppo, torch.Generator().manual_seed(1), scale)
         ppo.update()
-        rates.append(ppo.learning_rate.clone())
         ppo.compute_returns(torch.zeros(ppo.storage.obs.shape[1], QuadrotorEnv.privileged_dim))
         results.append({k: v.detach().clone() for k, v in ppo.policy.named_parameters()})
     # And each env's value is its own member's critic's (rollout storage is step-major, the farm group-major).
@@ -133,9 +130,6 @@ def test_each_member_learns_as_if_alone(desired_kl: float) -> None:
     for name, tensor in results[0].items():
         torch.testing.assert_close(tensor[0], results[1][name][0], msg=f"member 0's {name} changed")
         assert not torch.equal(tensor[1], results[1][name][1]), f"member 1's {name} did not see its own data"
-    assert rates[0][0] == rates[1][0]
-    if desired_kl > 0:  # member 1's rate followed its own (scaled) data
-        assert rates[1][1] != rates[0][1]
 
 
 def test_dagger_fits_the_student_to_its_teacher() -> None:

@@ -101,13 +101,9 @@ class PPO:
     def __init__(self, policy: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0):
         self.policy = policy
         self.config = config
+        self.learning_rate = config.learning_rate
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
         self.groups = policy.groups
-        self.learning_rate = torch.full((self.groups,), config.learning_rate)
-        """Per member: the KL-adaptive rate follows each member's own KL (a grouped farm's members drift
-        apart, and one rate for all of them let the fastest hold the others back)."""
-        self.optimizer = torch.optim.Adam(
-            policy.parameters(), lr=config.learning_rate if self.groups == 1 else 1.0
-        )
         if num_envs % self.groups:
             raise ValueError(f"{num_envs} envs cannot be split evenly over {self.groups} policy groups")
         actor_out = policy.log_std.shape[-1]
@@ -186,9 +182,8 @@ class PPO:
                 log_ratio = log_prob - batch["log_probs"]
                 ratio = log_ratio.exp()
                 with torch.no_grad():
-                    kl_per_member = ((ratio - 1.0) - log_ratio).view(self.groups, -1).mean(-1)
-                    kl = kl_per_member.mean()
-                self._adapt_learning_rate(kl_per_member)
+                    kl = ((ratio - 1.0) - log_ratio).mean()
+                self._adapt_learning_rate(kl.item())
                 surrogate = -torch.min(
                     ratio * batch["advantages"], ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch["advantages"]
                 ).mean()
@@ -203,7 +198,7 @@ class PPO:
                 # The sum of the members' mean losses: each member's gradient is what it would be alone.
                 (loss * self.groups).backward()
                 self._clip_gradients()
-                self._optimizer_step()
+                self.optimizer.step()
                 totals["loss/surrogate"] += surrogate.item()
                 totals["loss/value"] += value_loss.item()
                 totals["loss/entropy"] += entropy.item()
@@ -214,10 +209,7 @@ class PPO:
         self.policy.obs_normalizer.update(s.obs.flatten(0, 1))
         self.policy.privileged_normalizer.update(s.privileged_obs.flatten(0, 1))
         out = {k: v / updates for k, v in totals.items()}
-        out["train/learning_rate"] = self.learning_rate.mean().item()
-        if self.groups > 1:
-            out["train/learning_rate_min"] = self.learning_rate.min().item()
-            out["train/learning_rate_max"] = self.learning_rate.max().item()
+        out["train/learning_rate"] = self.learning_rate
         out["train/action_std"] = self.policy.log_std.exp().mean().item()
         return out
 
@@ -231,31 +223,16 @@ class PPO:
         for g in grads:
             g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
-    def _adapt_learning_rate(self, kl: torch.Tensor) -> None:
-        """rsl_rl's schedule, per member: / 1.5 above twice the desired KL, x 1.5 below half of it."""
+    def _adapt_learning_rate(self, kl: float) -> None:
         target = self.config.desired_kl
         if target <= 0:
             return
-        lr = self.learning_rate
-        lr = torch.where(kl > 2.0 * target, (lr / 1.5).clamp_min(1e-5), lr)
-        self.learning_rate = torch.where(kl < 0.5 * target, (lr * 1.5).clamp_max(1e-2), lr)
-        if self.groups == 1:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.learning_rate.item()
-
-    def _optimizer_step(self) -> None:
-        """Adam at each member's own rate. Adam's step is linear in the rate, so a grouped farm steps at
-        rate 1 and scales each member's step by its rate: what that member's own Adam would do."""
-        if self.groups == 1:
-            self.optimizer.step()
-            return
-        params = [p for p in self.policy.parameters() if p.grad is not None]
-        before = [p.detach().clone() for p in params]
-        self.optimizer.step()
-        with torch.no_grad():
-            for p, old in zip(params, before, strict=True):
-                rate = self.learning_rate.view(-1, *([1] * (p.ndim - 1)))
-                p.copy_(torch.lerp(old, p, rate))
+        if kl > 2.0 * target:
+            self.learning_rate = max(1e-5, self.learning_rate / 1.5)
+        elif kl < 0.5 * target:
+            self.learning_rate = min(1e-2, self.learning_rate * 1.5)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate
 
     def state_dict(self) -> dict[str, object]:
         return {
@@ -268,10 +245,5 @@ class PPO:
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.policy.load_state_dict(state["policy"])  # type: ignore[arg-type]
         self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        # A float: a checkpoint from before the rate was kept per member.
-        rate = torch.as_tensor(state["learning_rate"], dtype=torch.float32)  # type: ignore[arg-type]
-        self.learning_rate = rate.expand(self.groups).clone()
-        if self.groups == 1:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.learning_rate.item()
+        self.learning_rate = float(state["learning_rate"])  # type: ignore[arg-type]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]
