@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
-from robotrl.algos.ppo import PPO, PPOConfig, compute_gae
+from robotrl.algos.ppo import PPO, PPOConfig, RolloutStorage, compute_gae
 from robotrl.envs.quadrotor.env import QuadrotorEnv
 from robotrl.policies.mlp import ActorCritic, RunningNormalizer
 from robotrl.recipes.quadrotor import build_policy, load_config
@@ -54,6 +54,28 @@ def test_gae_matches_a_hand_computed_example() -> None:
 
 
 # ------------------------------------------------------------------------------------------ PPO steps
+@pytest.mark.parametrize("groups", [1, 4])
+def test_minibatches_cover_the_rollout_once_and_pair_the_members_samples(groups: int) -> None:
+    """Every (step, env) sample lands in exactly one minibatch of an epoch; with groups, the k-th sample of
+    each member's block is the same step and env-within-member for all members."""
+    steps, envs = 6, 4 * 5
+    storage = RolloutStorage(steps, envs, obs_dim=2, privileged_dim=1, action_dim=1)
+    step, env = torch.meshgrid(torch.arange(steps), torch.arange(envs), indexing="ij")
+    storage.obs.copy_(torch.stack((step, env), dim=-1).float())
+    seen = []
+    for batch in storage.minibatches(3, torch.Generator().manual_seed(0), groups):
+        per_member = batch["obs"].view(groups, -1, 2)
+        member_envs = per_member[..., 1] // (envs // groups)
+        assert torch.equal(member_envs, torch.arange(groups).float().unsqueeze(-1).expand_as(member_envs))
+        within = per_member.clone()
+        within[..., 1] %= envs // groups
+        assert (within == within[0]).all()
+        seen.append(batch["obs"])
+    pairs = torch.cat(seen)
+    assert pairs.shape[0] == steps * envs
+    assert torch.unique(pairs[:, 0] * envs + pairs[:, 1]).numel() == steps * envs
+
+
 def test_time_outs_bootstrap_from_the_final_value_only() -> None:
     ppo = tiny_ppo(num_envs=4, gamma=0.9, reward_scale=0.5)
     constant_critic(ppo.policy, 2.0)

@@ -58,7 +58,7 @@ class RolloutStorage:
 
         Sample j of member g is storage row (step, g * E + env) for order[j] = step * E + env: one gather
         from the flat storage per tensor. Regrouping a copy of the whole rollout first and indexing that
-        took 4x as long, a tenth of a farm's PPO update.
+        took 5x as long, a tenth of a farm's PPO update.
         """
         steps, num_envs = self.obs.shape[:2]
         per_group = num_envs // groups

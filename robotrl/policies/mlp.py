@@ -84,12 +84,12 @@ class ActorCritic(nn.Module):
     ):
         super().__init__()
         self.action_clip = action_clip
+        """Bound of the deterministic actor's output: the env's own action clip, so that what leaves
+        training acts as the mean did in training (a jump env clips at 10, not 1)."""
         self.offset_obs_columns = offset_obs_columns
         """[start, stop) of raw observation columns added to the actor's output: a feedforward the env
         already knows (a quadrotor teacher's per-rotor hover action), so the network learns only the
         feedback around it."""
-        """Bound of the deterministic actor's output: the env's own action clip, so that what leaves
-        training acts as the mean did in training (a jump env clips at 10, not 1)."""
         self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize_obs)
         self.privileged_normalizer = RunningNormalizer(privileged_dim)
         self.actor = mlp(obs_dim, actor_hidden, action_dim, activation_class(activation))
@@ -135,4 +135,5 @@ class DeterministicActor(nn.Module):
 
 
 def with_obs_offset(mean: torch.Tensor, obs: torch.Tensor, columns: tuple[int, int] | None) -> torch.Tensor:
+    """`mean` plus the observation's `columns` (ActorCritic.offset_obs_columns), or `mean` itself."""
     return mean if columns is None else mean + obs[..., columns[0] : columns[1]]
