@@ -330,8 +330,7 @@ def test_each_rotors_hover_action_holds_a_heavier_quadrotor_with_a_weak_rotor_le
         torch.testing.assert_close(feedforward, env.params.rotor_hover_action())
         assert (feedforward[:, 0] > feedforward[:, 1]).all()  # the weak rotor works harder
         action = feedforward if name == "rotor_hover_action" else hover_actions(env)
-        lo, hi = env.params.motor_command_range.unbind(-1)
-        env.state[:, MOTORS] = lo.unsqueeze(-1) + (action + 1) / 2 * (hi - lo).unsqueeze(-1)
+        env.state[:, MOTORS] = env.dynamics.action_to_motor_command(action)
         for _ in range(round(1.0 / env.config.dt)):
             obs, *_ = env.step(action)
         drift[name] = obs[:, POSITION_ERROR].norm(dim=-1)
