@@ -101,6 +101,19 @@ def test_closed_loop_hovers_at_the_control_rate(hover_bundle: Path) -> None:
     assert np.percentile(latency_ms, 50) < 5.0
 
 
+def test_a_stall_of_the_whole_graph_is_not_a_dead_policy(hover_bundle: Path) -> None:
+    """The one-process graph frozen for 40 ms, beyond the action timeout (a CPU-starved machine): the
+    sensor froze with the policy, so the first state after the stall is answered as usual."""
+    with flying(config(hover_bundle)) as graph:
+        safety = graph.nodes["safety"]
+        staller = graph.add(rclpy.create_node("test_staller"))
+        stalls: list[float] = []
+        staller.create_timer(0.25, lambda: (time.sleep(0.04), stalls.append(now_s(staller))))
+        graph.spin_for(3.0)
+        assert len(stalls) >= 8, stalls
+        assert safety.chain.mode is Mode.POLICY, safety.chain.first_fault
+
+
 def test_policy_node_death_falls_back_within_50_ms_and_lands_inside(hover_bundle: Path) -> None:
     with flying(config(hover_bundle)) as graph:
         safety = graph.nodes["safety"]

@@ -305,6 +305,18 @@ def test_a_dead_policy_faults_within_action_timeout_and_one_period() -> None:
     assert steps * DT <= LIMITS.action_timeout_s + DT + 1e-9
 
 
+def test_a_stall_that_froze_the_sensor_too_is_not_a_dead_policy() -> None:
+    """Counted on the states' clock: 45 ms without any state or action, then the action that answers
+    the newest state, is a late loop, not a dead policy (the state is still within its timeout)."""
+    chain, t = _armed_chain()
+    assert LIMITS.action_timeout_s < 0.045 < LIMITS.state_timeout_s
+    out = chain.step(_state(t), ACTION, t + 0.045, action_stamp_s=t)
+    assert out.mode is Mode.POLICY, out.fault
+    # The states went on without an action: now the policy is late.
+    out = chain.step(_state(t + 0.045), ACTION, t + 0.046, action_stamp_s=t)
+    assert out.fault is not None and out.fault.filter == "stale_action"
+
+
 def test_estop_sends_stop_from_the_next_call_and_stays_until_reset() -> None:
     chain, t = _armed_chain()
     for _ in range(10):

@@ -124,7 +124,13 @@ class StaleStateWatchdog:
 
 @dataclass(frozen=True)
 class StaleActionWatchdog:
-    """The policy node died or hangs: its last action would otherwise be held forever."""
+    """The policy node died or hangs: its last action would otherwise be held forever.
+
+    The age is counted on the sensor's clock, up to the newest state (now, before any state): the
+    policy is late when states it could have answered kept coming. A stall that froze the sensor with
+    it (a starved machine running the whole graph) is not a dead policy; a dead sensor is
+    StaleStateWatchdog's.
+    """
 
     timeout_s: float
     name: str = field(default="stale_action", init=False)
@@ -132,12 +138,13 @@ class StaleActionWatchdog:
     def __call__(self, action: np.ndarray, ctx: FilterContext) -> tuple[np.ndarray, Status]:
         if ctx.last_action_s is None:
             return action, Status(self.name, Verdict.FAULT, "no policy action received yet")
-        age_s = ctx.now_s - ctx.last_action_s
+        newest_s = ctx.now_s if ctx.state is None else min(ctx.state.stamp_s, ctx.now_s)
+        age_s = newest_s - ctx.last_action_s
         if not age_s <= self.timeout_s:
             return action, Status(
                 self.name,
                 Verdict.FAULT,
-                f"no new policy action for {age_s:.3f} s (action_timeout_s {self.timeout_s}): "
+                f"no new policy action for {age_s:.3f} s of states (action_timeout_s {self.timeout_s}): "
                 "the policy stopped",
             )
         return action, Status(self.name, Verdict.OK)

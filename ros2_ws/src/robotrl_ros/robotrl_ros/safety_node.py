@@ -5,11 +5,14 @@ the one authority over them): /robotrl/teleop/command wins while it keeps coming
 command is recorded with its source on /robotrl/command and /robotrl/intervention, when recorded.
 
 Every command is filtered as it arrives and published at once, stamped with the state it answers.
-When a state arrives and no command came for more than a period, the chain steps on its own, so a
-silent policy trips the stale-action watchdog within a period of its timeout and the fallback keeps
-flying without it; a slower timer does the same when the states stop too (the chain then lands or
-stops the motors on its stale-state rule). A 100 Hz timer would do both, at the price of a callback
-ahead of the commands in every period. The robot's limits
+When a state arrives and the one before it went unanswered, the chain steps on its own, so a silent
+policy trips the stale-action watchdog within a period of its timeout and the fallback keeps flying
+without it; a slower timer does the same when the states stop too (the chain then lands or stops the
+motors on its stale-state rule). A 100 Hz timer would do both, at the price of a callback ahead of the
+commands in every period. Neither judges the policy on a state it has not yet had the chance to
+answer: when this node was not running (a CPU-starved machine, or the one-process graph frozen
+whole), the sensor and the policy froze with it, and the messages queued meanwhile go first. The
+robot's limits
 must be at least as strict as the bundle's training limits, or the node refuses to start.
 
 `SafetyNodeBase` is all of that for any robot; a subclass says how the robot's state arrives, how its
@@ -89,6 +92,9 @@ class SafetyNodeBase(Node):
         self.action_stamp_s: float | None = None
         self.last_step_s = -np.inf
         self.last_command_s = -np.inf
+        self.last_state_s = -np.inf
+        self.last_tick_s = -np.inf
+        self.skipped_tick = False
         self.latency_s: list[float] = []
         self.mode_history: list[ModeChange] = []
         self.episode = 0
@@ -139,9 +145,11 @@ class SafetyNodeBase(Node):
             return None
 
     def on_new_state(self, stamp: Time) -> None:
-        """A state arrived: step now if the commands went silent, so a dead policy is noticed."""
+        """A state arrived: step now if the previous one went unanswered, so a dead policy is noticed."""
         now = now_s(self)
-        if now - self.last_command_s > 1.5 * self.period_s and now - self.last_step_s > 0.5 * self.period_s:
+        previous_unanswered = self.last_command_s < self.last_state_s
+        self.last_state_s = now
+        if previous_unanswered and now - self.last_step_s > 0.5 * self.period_s:
             self.step_and_publish(stamp)
 
     def on_policy_action(self, msg: JointState) -> None:
@@ -196,6 +204,13 @@ class SafetyNodeBase(Node):
         now = now_s(self)
         if self.config.auto_arm and self.chain.mode is Mode.DISARMED and self.chain.fault is None:
             self.try_arm(now)
+        # Late by a period or more: this node was not running. Once, let what queued meanwhile in first.
+        late = now - self.last_tick_s >= 2.0 * WATCHDOG_PERIOD_S
+        self.last_tick_s = now
+        if late and not self.skipped_tick:
+            self.skipped_tick = True
+            return
+        self.skipped_tick = False
         if now - self.last_step_s >= 1.5 * self.period_s:
             stamp = to_time(self.state.stamp_s) if self.state is not None else to_time(now)
             self.step_and_publish(stamp)
