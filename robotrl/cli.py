@@ -154,8 +154,8 @@ def cmd_train_raptor(args: argparse.Namespace) -> int:
     summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
     vs, speed = summary["student_vs_teachers"], summary.get("speedup")
     lines = [
-        f"teachers kept: {summary['teachers_kept']} of {summary['teachers_trained']} "
-        f"({run_dir / 'teachers.md'})"
+        f"teachers kept: {summary['teachers_kept']} of {summary['teachers_trained']}, "
+        f"{summary.get('teachers_retrained', 0)} retrained ({run_dir / 'teachers.md'})"
     ]
     if speed:
         lines.append(

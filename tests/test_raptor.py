@@ -15,12 +15,23 @@ from torch import nn
 from robotrl.algos.distill import DAgger, DistillConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.cli import main
-from robotrl.envs.quadrotor.env import ChangeConfig, QuadrotorEnv
+from robotrl.config import to_dict
+from robotrl.envs.quadrotor.env import TEACHER_OBSERVATION_DIM, ChangeConfig, QuadrotorEnv
 from robotrl.policies.grouped_mlp import GroupedActorCritic
 from robotrl.policies.recurrent_student import RecurrentStudent
+from robotrl.recipes import raptor_farm
+from robotrl.recipes.quadrotor import prepare_run_dir
 from robotrl.recipes.raptor import StudentController, student_env
 from robotrl.recipes.raptor_config import load_config
-from robotrl.recipes.raptor_farm import load_teacher_farm, sample_quadrotors, train_farm
+from robotrl.recipes.raptor_farm import (
+    assemble_farm,
+    build_group,
+    load_teacher_farm,
+    retry_teachers,
+    sample_quadrotors,
+    save_farm,
+    train_farm,
+)
 from robotrl.runtime.policy_runner import PolicyRunner
 
 TINY = [
@@ -216,6 +227,51 @@ def test_ray_backend_trains_the_same_teachers(tmp_path: Path) -> None:
     for a, b in zip(local, on_ray, strict=True):
         for name, tensor in a["policy"].items():
             torch.testing.assert_close(tensor, b["policy"][name], rtol=0, atol=0, msg=name)
+
+
+def test_teachers_not_kept_are_retrained_and_a_kept_retry_teaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The keep verdicts are scripted below: teacher 1 passes its retry, teacher 2 never does.
+    scripted = ["farm.retries=2", "farm.keep_success_rate=0.5", "farm.keep_rmse_m=0.1"]
+    config = load_config(None, [*TINY, *scripted])
+    run = tmp_path / "run"
+    prepare_run_dir(run, to_dict(config), resume=False)
+    farm = assemble_farm(config, train_farm(config, run, progress=False))
+    farm.kept[:] = torch.tensor([True, False, False, True])  # as if 1 and 2 had failed
+    first = [farm.actor([t], 8) for t in range(4)]
+    evaluate = raptor_farm.evaluate_per_quadrotor
+
+    def teacher_1_passes_its_retry_2_never(config, params, controller):  # type: ignore[no-untyped-def]
+        metrics = evaluate(config, params, controller)
+        for i, mass in enumerate(params.mass):
+            ok = int((farm.params.mass == mass).nonzero()) == 1
+            metrics[i] = {**metrics[i], "success_rate": float(ok), "position_rmse_median_m": 0.01}
+        return metrics
+
+    monkeypatch.setattr(raptor_farm, "evaluate_per_quadrotor", teacher_1_passes_its_retry_2_never)
+    assert retry_teachers(config, farm, run, progress=False) == 3  # [1, 2], then [2]
+    assert farm.kept.tolist() == [True, True, False, True]
+    assert [m["tries"] for m in farm.metrics] == [1.0, 2.0, 3.0, 1.0]
+    obs = torch.randn(8, TEACHER_OBSERVATION_DIM)
+    retried = torch.load(run / "teachers" / "retry_00.pt", weights_only=False)
+    assert retried["members"] == [1, 2]
+    retry_group = build_group(config, farm.params.index(torch.tensor([1, 2])))
+    retry_group.load_state_dict(retried["policy"])
+    torch.testing.assert_close(farm.actor([1], 8)(obs), retry_group.select([0]).deterministic_actor()(obs))
+    for t in (0, 2, 3):
+        torch.testing.assert_close(farm.actor([t], 8)(obs), first[t](obs))
+    assert not torch.allclose(farm.actor([1], 8)(obs), first[1](obs))  # a new seed, a new teacher
+    # The farm as saved reads back with the retry in place, and the rounds are not trained again.
+    save_farm(farm, run / "teachers.pt")
+    loaded = load_teacher_farm(run)
+    torch.testing.assert_close(loaded.actor([0, 1, 2, 3], 2)(obs), farm.actor([0, 1, 2, 3], 2)(obs))
+    again = assemble_farm(config, train_farm(config, run, progress=False))
+    again.kept[:] = torch.tensor([True, False, False, True])
+    stamp = (run / "teachers" / "retry_00.pt").stat().st_mtime_ns
+    assert retry_teachers(config, again, run, progress=False) == 3
+    assert (run / "teachers" / "retry_00.pt").stat().st_mtime_ns == stamp
+    assert again.kept.tolist() == farm.kept.tolist()
 
 
 def test_eval_takes_a_raptor_run_for_its_student(tiny_run: Path) -> None:

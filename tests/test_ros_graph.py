@@ -108,9 +108,9 @@ def test_a_stall_of_the_whole_graph_is_not_a_dead_policy(hover_bundle: Path) -> 
         safety = graph.nodes["safety"]
         staller = graph.add(rclpy.create_node("test_staller"))
         stalls: list[float] = []
-        staller.create_timer(0.25, lambda: (time.sleep(0.04), stalls.append(now_s(staller))))
+        staller.create_timer(0.6, lambda: (time.sleep(0.04), stalls.append(now_s(staller))))
         graph.spin_for(3.0)
-        assert len(stalls) >= 8, stalls
+        assert len(stalls) >= 4, stalls
         assert safety.chain.mode is Mode.POLICY, safety.chain.first_fault
 
 

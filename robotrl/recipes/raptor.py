@@ -42,6 +42,7 @@ from robotrl.recipes.raptor_farm import (
     group_env_config,
     load_teacher_farm,
     measure_farm_speedup,
+    retry_teachers,
     sample_quadrotors,
     save_farm,
     teachers_table,
@@ -187,6 +188,9 @@ def train(
     else:
         results = stage("teachers", lambda: train_farm(config, run_dir, progress))
         farm = stage("teacher_selection", lambda: assemble_farm(config, results))
+        stages["teachers_retrained"] = stage(
+            "teacher_retries", lambda: retry_teachers(config, farm, run_dir, progress)
+        )
         save_farm(farm, run_dir / TEACHERS_FILE)
         (run_dir / "teachers.md").write_text(teachers_table(farm))
     student, history = stage("student", lambda: distill_student(config, farm, run_dir, progress))

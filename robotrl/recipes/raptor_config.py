@@ -37,6 +37,8 @@ class FarmConfig:
     """A teacher is kept when this fraction of its flights meet the hover bound (0.10 m from 3 s on)..."""
     keep_rmse_m: float = 0.10
     """... and its median position RMSE over the last 5 s is at most this [m]."""
+    retries: int = 1
+    """Rounds that retrain the teachers not kept from a new seed, as one group (0: none)."""
     speedup_iterations: int = 2
     """Batched PPO iterations in each of the 5 timed rounds of the batched-vs-one-by-one throughput ratio
     (the lone teacher fills the same time; 0: skip the measurement)."""
@@ -47,6 +49,8 @@ class FarmConfig:
     def __post_init__(self) -> None:
         if self.num_teachers < 1 or self.group_size < 1 or self.envs_per_teacher < 1:
             raise ValueError("num_teachers, group_size and envs_per_teacher must be >= 1")
+        if self.retries < 0:
+            raise ValueError(f"farm.retries must be >= 0, got {self.retries}")
         if self.backend not in ("local", "ray"):
             raise ValueError(f"farm.backend must be 'local' or 'ray', got {self.backend!r}")
 

@@ -93,17 +93,22 @@ def train_group(
     config: RaptorTrainConfig, group: int, run_dir: Path, progress: bool = True
 ) -> dict[str, Any]:
     """Train (or resume) one group of teachers; returns its final policy state and training stats."""
-    torch.set_num_threads(config.threads)
     members = group_members(config.farm)[group]
+    out_dir = run_dir / "teachers" / f"group_{group:03d}"
+    return train_members(config, members, config.seed * 1000 + group, out_dir, progress)
+
+
+def train_members(
+    config: RaptorTrainConfig, members: list[int], seed: int, out_dir: Path, progress: bool = True
+) -> dict[str, Any]:
+    """Train (or resume from out_dir) the teachers of `members` as one batched group from `seed`."""
+    torch.set_num_threads(config.threads)
     params = sample_quadrotors(config.farm).index(torch.as_tensor(members))
-    seed = config.seed * 1000 + group
     env, ppo = _group_ppo(config, params, seed)
     runner_config = RunnerConfig(
         max_iterations=config.farm.iterations, checkpoint_every=50, eval_every=0, stop_at_criterion=False
     )
-    runner = OnPolicyRunner(
-        env, ppo, run_dir / "teachers" / f"group_{group:03d}", runner_config, progress=progress
-    )
+    runner = OnPolicyRunner(env, ppo, out_dir, runner_config, progress=progress)
     checkpoint = runner.latest_checkpoint()
     if checkpoint is not None:
         runner.load(checkpoint)
@@ -171,8 +176,10 @@ class TeacherFarm:
     """[T] bool: the teacher met the keep thresholds on its own quadrotor."""
     groups: list[GroupedActorCritic]
     members: list[list[int]]
+    """Teacher ids of each group. A teacher in more than one group is the last one's: a kept retry."""
     metrics: list[dict[str, float]] = field(default_factory=list)
-    """Per teacher: success_rate, position_rmse_median_m, crashes on its own quadrotor."""
+    """Per teacher: success_rate, position_rmse_median_m, crashes on its own quadrotor (of the teacher
+    in use), and tries: how many times it was trained."""
 
     @property
     def num_teachers(self) -> int:
@@ -252,25 +259,76 @@ def evaluate_per_quadrotor(
     ]
 
 
+def _trained_group(
+    config: RaptorTrainConfig, params: QuadrotorParams, result: dict[str, Any]
+) -> GroupedActorCritic:
+    group = build_group(config, params.index(torch.as_tensor(result["members"])))
+    group.load_state_dict(result["policy"])
+    return group.eval()
+
+
+def _passes(farm: FarmConfig, metrics: dict[str, float]) -> bool:
+    return (
+        metrics["success_rate"] >= farm.keep_success_rate
+        and metrics["position_rmse_median_m"] <= farm.keep_rmse_m
+    )
+
+
 def assemble_farm(config: RaptorTrainConfig, results: list[dict[str, Any]]) -> TeacherFarm:
     params = sample_quadrotors(config.farm)
-    groups, members = [], []
-    for result in results:
-        ids = result["members"]
-        group = build_group(config, params.index(torch.as_tensor(ids)))
-        group.load_state_dict(result["policy"])
-        groups.append(group.eval())
-        members.append(ids)
-    farm = TeacherFarm(params, torch.zeros(params.num_envs, dtype=torch.bool), groups, members)
-    farm.metrics = evaluate_per_quadrotor(config, params, farm.controller(config.farm.eval_episodes))
-    farm.kept = torch.tensor(
-        [
-            m["success_rate"] >= config.farm.keep_success_rate
-            and m["position_rmse_median_m"] <= config.farm.keep_rmse_m
-            for m in farm.metrics
-        ]
+    groups = [_trained_group(config, params, result) for result in results]
+    farm = TeacherFarm(
+        params, torch.zeros(params.num_envs, dtype=torch.bool), groups, [r["members"] for r in results]
     )
+    farm.metrics = [
+        {**m, "tries": 1.0}
+        for m in evaluate_per_quadrotor(config, params, farm.controller(config.farm.eval_episodes))
+    ]
+    farm.kept = torch.tensor([_passes(config.farm, m) for m in farm.metrics])
     return farm
+
+
+def retry_teachers(config: RaptorTrainConfig, farm: TeacherFarm, run_dir: Path, progress: bool = True) -> int:
+    """Retrain the teachers not kept, `farm.retries` rounds, each round one group from a new seed.
+
+    A PPO seed that fails leaves its quadrotor out of what the student is taught (stop 12: 15 of 64
+    with changes on, spread over the whole distribution, and the student crashed on held-out
+    quadrotors like them). A retrained teacher joins the farm only if it is kept; otherwise the first
+    stays, still not kept. Rounds are saved as they finish, so an interrupted run resumes. Returns how
+    many teachers were retrained.
+    """
+    retrained = 0
+    k = config.farm.eval_episodes
+    for r in range(config.farm.retries):
+        failed = (~farm.kept).nonzero().squeeze(-1).tolist()
+        if not failed:
+            break
+        path = run_dir / "teachers" / f"retry_{r:02d}.pt"
+        if not path.is_file():
+            seed = config.seed * 1000 + len(group_members(config.farm)) + r
+            out_dir = run_dir / "teachers" / f"retry_{r:02d}"
+            torch.save(train_members(config, failed, seed, out_dir, progress), path)
+        result = torch.load(path, weights_only=False)
+        if result["members"] != failed:
+            raise ConfigError(
+                f"{path} retrained teachers {result['members']}, but {failed} are not kept now: it belongs "
+                "to another run; start a new --run-dir"
+            )
+        group = _trained_group(config, farm.params, result)
+        blocks = TeacherBlocks([group.deterministic_actor()], [len(failed) * k])
+        metrics = evaluate_per_quadrotor(
+            config, farm.params.index(torch.as_tensor(failed)), TorchController(blocks, observation="teacher")
+        )
+        passed = [i for i, m in enumerate(metrics) if _passes(config.farm, m)]
+        for i, t in enumerate(failed):
+            in_use = metrics[i] if i in passed else farm.metrics[t]
+            farm.metrics[t] = {**in_use, "tries": r + 2.0}
+        if passed:
+            farm.groups.append(group.select(passed).eval())
+            farm.members.append([failed[i] for i in passed])
+            farm.kept[[failed[i] for i in passed]] = True
+        retrained += len(failed)
+    return retrained
 
 
 def save_farm(farm: TeacherFarm, path: Path) -> None:
@@ -357,14 +415,16 @@ def teachers_table(farm: TeacherFarm) -> str:
     """teachers.md: every teacher's quadrotor, how it flew its own quadrotor, and whether it was kept."""
     p = farm.params
     rows = [
-        "| teacher | mass [kg] | thrust/weight | success | median RMSE [m] | crashes | kept |",
-        "|---|---|---|---|---|---|---|",
+        "| teacher | mass [kg] | thrust/weight | success | median RMSE [m] | crashes | tries | kept |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for q, m in enumerate(farm.metrics):
         rows.append(
             f"| {q} | {p.mass[q].item():.3f} | {p.thrust_to_weight[q].item():.2f} | "
-            f"{m['success_rate']:.2f} | "
-            f"{m['position_rmse_median_m']:.4f} | {m['crashes']:.0f} | {'yes' if farm.kept[q] else 'no'} |"
+            f"{m['success_rate']:.2f} | {m['position_rmse_median_m']:.4f} | {m['crashes']:.0f} | "
+            f"{m.get('tries', 1.0):.0f} | {'yes' if farm.kept[q] else 'no'} |"
         )
     kept = int(farm.kept.sum())
-    return f"{kept} of {farm.num_teachers} teachers kept\n\n" + "\n".join(rows) + "\n"
+    on_retry = sum(bool(farm.kept[q]) and m.get("tries", 1.0) > 1 for q, m in enumerate(farm.metrics))
+    head = f"{kept} of {farm.num_teachers} teachers kept ({on_retry} of them retrained)"
+    return head + "\n\n" + "\n".join(rows) + "\n"

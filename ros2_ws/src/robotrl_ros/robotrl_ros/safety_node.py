@@ -5,15 +5,16 @@ the one authority over them): /robotrl/teleop/command wins while it keeps coming
 command is recorded with its source on /robotrl/command and /robotrl/intervention, when recorded.
 
 Every command is filtered as it arrives and published at once, stamped with the state it answers.
-When a state arrives and the one before it went unanswered, the chain steps on its own, so a silent
-policy trips the stale-action watchdog within a period of its timeout and the fallback keeps flying
-without it; a slower timer does the same when the states stop too (the chain then lands or stops the
-motors on its stale-state rule). A 100 Hz timer would do both, at the price of a callback ahead of the
-commands in every period. Neither judges the policy on a state it has not yet had the chance to
+When a state arrives and the two before it went unanswered, the chain steps on its own, so a silent
+policy trips the stale-action watchdog within a period of its timeout (three periods or more on
+both robots, so waiting for the third state costs no detection time) and the fallback keeps flying
+without it; a slower timer does the same when the states stop too (the chain then lands or stops
+the motors on its stale-state rule). A 100 Hz timer would do both, at the price of a callback ahead
+of the commands in every period. Neither judges the policy on states it has not had the chance to
 answer: when this node was not running (a CPU-starved machine, or the one-process graph frozen
-whole), the sensor and the policy froze with it, and the messages queued meanwhile go first. The
-robot's limits
-must be at least as strict as the bundle's training limits, or the node refuses to start.
+whole), the sensor and the policy froze with it, the policy reads only the newest state, and the
+messages queued meanwhile go first. The robot's limits must be at least as strict as the bundle's
+training limits, or the node refuses to start.
 
 `SafetyNodeBase` is all of that for any robot; a subclass says how the robot's state arrives, how its
 chain is built and checked against the bundle, and how an action reaches the motors. `SafetyNode` is the
@@ -60,6 +61,8 @@ from robotrl_ros.runner import run_single
 
 WATCHDOG_PERIOD_S = 0.02
 """Steps the chain when neither commands nor states arrive (a dead bridge or sensor)."""
+UNANSWERED_STATES_TO_STEP = 3
+"""A state arriving with two unanswered before it steps the chain (one can go unanswered in a stall)."""
 LEVELS = {Mode.POLICY: DiagnosticStatus.OK, Mode.DISARMED: DiagnosticStatus.WARN,
           Mode.FALLBACK: DiagnosticStatus.ERROR, Mode.ESTOP: DiagnosticStatus.ERROR}  # fmt: skip
 
@@ -91,8 +94,7 @@ class SafetyNodeBase(Node):
         self.action = np.asarray(self.chain.limits.stop_action, np.float32)
         self.action_stamp_s: float | None = None
         self.last_step_s = -np.inf
-        self.last_command_s = -np.inf
-        self.last_state_s = -np.inf
+        self.unanswered_states = 0
         self.last_tick_s = -np.inf
         self.skipped_tick = False
         self.latency_s: list[float] = []
@@ -145,11 +147,13 @@ class SafetyNodeBase(Node):
             return None
 
     def on_new_state(self, stamp: Time) -> None:
-        """A state arrived: step now if the previous one went unanswered, so a dead policy is noticed."""
+        """A state arrived: step now if the commands stopped answering, so a dead policy is noticed."""
         now = now_s(self)
-        previous_unanswered = self.last_command_s < self.last_state_s
-        self.last_state_s = now
-        if previous_unanswered and now - self.last_step_s > 0.5 * self.period_s:
+        self.unanswered_states += 1
+        if (
+            self.unanswered_states >= UNANSWERED_STATES_TO_STEP
+            and now - self.last_step_s > 0.5 * self.period_s
+        ):
             self.step_and_publish(stamp)
 
     def on_policy_action(self, msg: JointState) -> None:
@@ -168,7 +172,7 @@ class SafetyNodeBase(Node):
             )
             return
         self.action, self.action_stamp_s = self.chain_action(msg), from_time(msg.header.stamp)
-        self.last_command_s = now_s(self)
+        self.unanswered_states = 0
         if self.step_and_publish(msg.header.stamp) is Mode.POLICY and not human:
             self.latency_s.append(now_s(self) - self.action_stamp_s)
         # For recorders only, after the motors got theirs: what was commanded, and by whom.
@@ -204,8 +208,8 @@ class SafetyNodeBase(Node):
         now = now_s(self)
         if self.config.auto_arm and self.chain.mode is Mode.DISARMED and self.chain.fault is None:
             self.try_arm(now)
-        # Late by a period or more: this node was not running. Once, let what queued meanwhile in first.
-        late = now - self.last_tick_s >= 2.0 * WATCHDOG_PERIOD_S
+        # Late by half a period or more: this node was not running. Once, let what queued meanwhile in first.
+        late = now - self.last_tick_s >= 1.5 * WATCHDOG_PERIOD_S
         self.last_tick_s = now
         if late and not self.skipped_tick:
             self.skipped_tick = True
