@@ -291,11 +291,10 @@ def assemble_farm(config: RaptorTrainConfig, results: list[dict[str, Any]]) -> T
 def retry_teachers(config: RaptorTrainConfig, farm: TeacherFarm, run_dir: Path, progress: bool = True) -> int:
     """Retrain the teachers not kept, `farm.retries` rounds, each round one group from a new seed.
 
-    A PPO seed that fails leaves its quadrotor out of what the student is taught (stop 12: 15 of 64
-    with changes on, spread over the whole distribution, and the student crashed on held-out
-    quadrotors like them). A retrained teacher joins the farm only if it is kept; otherwise the first
-    stays, still not kept. Rounds are saved as they finish, so an interrupted run resumes. Returns how
-    many teachers were retrained.
+    A PPO seed that fails leaves its quadrotor out of what the student is taught (15 of 64 with
+    changes on, README; a retry kept 4 of them). A retrained teacher joins the farm only if it is
+    kept; otherwise the first stays, still not kept. Rounds are saved as they finish, so an
+    interrupted run resumes. Returns how many teachers were retrained.
     """
     retrained = 0
     k = config.farm.eval_episodes
