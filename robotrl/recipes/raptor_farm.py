@@ -260,10 +260,10 @@ def evaluate_per_quadrotor(
 
 
 def _trained_group(
-    config: RaptorTrainConfig, params: QuadrotorParams, result: dict[str, Any]
+    config: RaptorTrainConfig, params: QuadrotorParams, members: list[int], state: dict[str, Any]
 ) -> GroupedActorCritic:
-    group = build_group(config, params.index(torch.as_tensor(result["members"])))
-    group.load_state_dict(result["policy"])
+    group = build_group(config, params.index(torch.as_tensor(members)))
+    group.load_state_dict(state)
     return group.eval()
 
 
@@ -276,7 +276,7 @@ def _passes(farm: FarmConfig, metrics: dict[str, float]) -> bool:
 
 def assemble_farm(config: RaptorTrainConfig, results: list[dict[str, Any]]) -> TeacherFarm:
     params = sample_quadrotors(config.farm)
-    groups = [_trained_group(config, params, result) for result in results]
+    groups = [_trained_group(config, params, r["members"], r["policy"]) for r in results]
     farm = TeacherFarm(
         params, torch.zeros(params.num_envs, dtype=torch.bool), groups, [r["members"] for r in results]
     )
@@ -297,7 +297,6 @@ def retry_teachers(config: RaptorTrainConfig, farm: TeacherFarm, run_dir: Path, 
     interrupted run resumes. Returns how many teachers were retrained.
     """
     retrained = 0
-    k = config.farm.eval_episodes
     for r in range(config.farm.retries):
         failed = (~farm.kept).nonzero().squeeze(-1).tolist()
         if not failed:
@@ -313,10 +312,11 @@ def retry_teachers(config: RaptorTrainConfig, farm: TeacherFarm, run_dir: Path, 
                 f"{path} retrained teachers {result['members']}, but {failed} are not kept now: it belongs "
                 "to another run; start a new --run-dir"
             )
-        group = _trained_group(config, farm.params, result)
-        blocks = TeacherBlocks([group.deterministic_actor()], [len(failed) * k])
+        group = _trained_group(config, farm.params, failed, result["policy"])
         metrics = evaluate_per_quadrotor(
-            config, farm.params.index(torch.as_tensor(failed)), TorchController(blocks, observation="teacher")
+            config,
+            farm.params.index(torch.as_tensor(failed)),
+            TorchController(group.deterministic_actor(), observation="teacher"),
         )
         passed = [i for i, m in enumerate(metrics) if _passes(config.farm, m)]
         for i, t in enumerate(failed):
@@ -354,11 +354,10 @@ def load_teacher_farm(run_dir: str | Path) -> TeacherFarm:
     config = load_run_config(run_dir)
     state = torch.load(path, weights_only=False)
     params = QuadrotorParams(**state["params"])
-    groups = []
-    for ids, group_state in zip(state["members"], state["groups"], strict=True):
-        group = build_group(config, params.index(torch.as_tensor(ids)))
-        group.load_state_dict(group_state)
-        groups.append(group.eval())
+    groups = [
+        _trained_group(config, params, ids, group_state)
+        for ids, group_state in zip(state["members"], state["groups"], strict=True)
+    ]
     return TeacherFarm(params, state["kept"], groups, state["members"], state["metrics"])
 
 
@@ -421,9 +420,9 @@ def teachers_table(farm: TeacherFarm) -> str:
         rows.append(
             f"| {q} | {p.mass[q].item():.3f} | {p.thrust_to_weight[q].item():.2f} | "
             f"{m['success_rate']:.2f} | {m['position_rmse_median_m']:.4f} | {m['crashes']:.0f} | "
-            f"{m.get('tries', 1.0):.0f} | {'yes' if farm.kept[q] else 'no'} |"
+            f"{m['tries']:.0f} | {'yes' if farm.kept[q] else 'no'} |"
         )
     kept = int(farm.kept.sum())
-    on_retry = sum(bool(farm.kept[q]) and m.get("tries", 1.0) > 1 for q, m in enumerate(farm.metrics))
+    on_retry = sum(bool(farm.kept[q]) and m["tries"] > 1 for q, m in enumerate(farm.metrics))
     head = f"{kept} of {farm.num_teachers} teachers kept ({on_retry} of them retrained)"
     return head + "\n\n" + "\n".join(rows) + "\n"
