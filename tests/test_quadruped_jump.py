@@ -26,6 +26,7 @@ from robotrl.envs.quadruped.jump_env import (
     QuadrupedJumpEnv,
     QuadrupedJumpEnvConfig,
     RandomisationConfig,
+    TerminationConfig,
     _foot_positions_b,
     _leg_offsets,
 )
@@ -176,6 +177,31 @@ def test_scripted_drop_registers_flight_then_landing() -> None:
     assert info["success"].item() == truncated.item()
     sums = sum(v for k, v in episode.items() if k.startswith("reward/"))
     assert sums == pytest.approx(episode_return, rel=1e-5)
+
+
+def test_a_landing_that_falls_short_earns_more_the_nearer_it_came() -> None:
+    """The narrow task kernel pays almost nothing 0.3 m short; the wide distance one still ranks."""
+    # No landing-error termination, which would reset (and zero the sums of) the robots that miss.
+    env = _env(num_envs=3, upward_episode_s=1.0, termination=TerminationConfig(max_landing_error_m=10.0))
+    env.reset(seed=0)
+    raised = np.tile(env.sim.robot.standing_qpos, (3, 1))
+    raised[:, 2] += DROP_HEIGHT_M
+    env.sim.reset_idx(np.arange(3), qpos=raised)
+    env.target_pos_w[:, 0] += torch.tensor([0.0, 0.3, 0.8])  # each lands this far short of its target
+    paid = {"task_position": torch.zeros(3), "task_distance": torch.zeros(3)}
+    landed = torch.zeros(3, dtype=torch.bool)
+    while not landed.all():
+        before = {k: env.episode_sums[k].clone() for k in paid}
+        *_, info = env.step(torch.zeros(3, ACTION_DIM))
+        now = info["phase"]["landed"]
+        for k in paid:
+            paid[k] += torch.where(now, env.episode_sums[k] - before[k], 0.0)
+        landed |= now
+    full = 1500 * env.dt
+    assert paid["task_distance"][0] > 0.95 * full
+    assert paid["task_distance"][0] > paid["task_distance"][1] > paid["task_distance"][2] > 0.05 * full
+    assert paid["task_distance"][1] > 0.6 * full and paid["task_position"][1] < 0.2 * full
+    assert paid["task_position"][2] < 1e-4 * full
 
 
 def test_reward_terms_are_finite_and_episode_sums_add_up_to_the_reward() -> None:
