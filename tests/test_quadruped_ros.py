@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from rclpy.node import Node
+from ros_nodes import MotorLog
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -57,23 +57,11 @@ def config(bundle: Path, **bridge: object) -> QuadrupedDeploymentConfig:
     return QuadrupedDeploymentConfig(bundle=str(bundle), nodes=nodes)
 
 
-class MotorLog(Node):
-    """Every joint-target command the bridge would get, with its receive time."""
-
-    def __init__(self) -> None:
-        super().__init__("test_motor_log")
-        self.commands: list[tuple[float, np.ndarray]] = []
-        self.create_subscription(JointState, "/robotrl/motor_cmd", self.on_cmd, COMMAND_QOS)
-
-    def on_cmd(self, msg: JointState) -> None:
-        self.commands.append((now_s(self), np.asarray(msg.position)))
-
-
 @contextmanager
 def standing(cfg: QuadrupedDeploymentConfig, settle_s: float = 0.5) -> Iterator[ComposedGraph]:
     """The graph, armed (after discovery and the proof of life) and standing for settle_s."""
     with ComposedGraph(node_list(cfg)) as graph:
-        log = graph.add(MotorLog())
+        log = graph.add(MotorLog("position"))
         safety = graph.nodes["safety"]
         assert graph.spin_until(lambda: safety.chain.mode is Mode.POLICY, 15.0), safety.arm_refusal
         assert graph.spin_until(lambda: bool(log.commands), 5.0), "the motor log never matched"

@@ -19,6 +19,7 @@ import rclpy
 import torch
 import yaml
 from rclpy.node import Node
+from ros_nodes import MotorLog
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Header, UInt32
 from std_srvs.srv import Trigger
@@ -41,26 +42,11 @@ def config(bundle: Path, **nodes: object) -> DeploymentConfig:
     return DeploymentConfig(bundle=str(bundle), nodes=dataclasses.replace(NodesConfig(), **sections))
 
 
-class MotorLog(Node):
-    """Every motor command the bridge would get, with its receive time."""
-
-    def __init__(self) -> None:
-        super().__init__("test_motor_log")
-        self.commands: list[tuple[float, np.ndarray]] = []
-        self.create_subscription(JointState, "/robotrl/motor_cmd", self.on_cmd, COMMAND_QOS)
-
-    def on_cmd(self, msg: JointState) -> None:
-        self.commands.append((now_s(self), np.asarray(msg.effort, np.float32)))
-
-    def since(self, t: float) -> np.ndarray:
-        return np.array([c for s, c in self.commands if s >= t]).reshape(-1, 4)
-
-
 @contextmanager
 def flying(cfg: DeploymentConfig, settle_s: float = 2.0) -> Iterator[ComposedGraph]:
     """The graph, armed and flying for settle_s; fails if it does not arm."""
     with ComposedGraph(node_list(cfg)) as graph:
-        graph.add(MotorLog())
+        graph.add(MotorLog("effort"))
         safety = graph.nodes["safety"]
         armed = graph.spin_until(lambda: safety.chain.mode is Mode.POLICY, 15.0)
         assert armed, f"did not arm: {safety.arm_refusal}"
@@ -83,7 +69,8 @@ def assert_landed_inside(graph: ComposedGraph, timeout_s: float = 10.0) -> None:
     np.testing.assert_array_equal(graph.nodes["test_motor_log"].commands[-1][1], STOP)
 
 
-def assert_bounded(commands: np.ndarray) -> None:
+def assert_bounded(received: list[np.ndarray]) -> None:
+    commands = np.array(received)
     assert commands.size and np.isfinite(commands).all()
     assert commands.min() >= -1.0 and commands.max() <= 1.0
 
