@@ -22,18 +22,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--iterations", type=int, default=2, help="batched PPO iterations in each of the 5 alternating rounds"
+        "--iterations", type=int, default=2, help="batched PPO iterations in each alternating round"
     )
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the ratio is their median")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args()
     config = load_config(None, [*args.set, f"farm.speedup_iterations={args.iterations}"])
     farm = config.farm
     print(
         f"{farm.envs_per_teacher} envs a teacher, {config.ppo.num_steps} steps a rollout, "
-        f"{config.ppo.num_epochs} epochs, {config.threads} threads, 5 alternating rounds of "
+        f"{config.ppo.num_epochs} epochs, {config.threads} threads, {args.rounds} alternating rounds of "
         f"{args.iterations} batched iterations and as long for one teacher"
     )
-    result = measure_farm_speedup(config)
+    result = measure_farm_speedup(config, rounds=args.rounds)
     print(f"one teacher alone: {result['one_by_one_teacher_steps_per_s']:>12,.0f} teacher env-steps/s")
     print(
         f"{result['batched_teachers']:.0f} teachers batched: {result['batched_teacher_steps_per_s']:>10,.0f} "

@@ -362,6 +362,25 @@ def load_teacher_farm(run_dir: str | Path) -> TeacherFarm:
 
 
 # ------------------------------------------------------------------------------------------ speed
+class _TimedTrainer:
+    """One runner between timed blocks of PPO iterations, warmed up by one iteration when made."""
+
+    def __init__(self, runner: OnPolicyRunner):
+        self.runner = runner
+        env = runner.env
+        self.steps_per_iteration = runner.ppo.config.num_steps * env.num_envs
+        self.state = runner.iterate(env.reset(), env.privileged_observation())[:2]
+
+    def run(self, iterations: int = 0, seconds: float = 0.0) -> tuple[float, float]:
+        """Iterate until both `iterations` and `seconds` are reached; (env-steps/s, elapsed s)."""
+        done, start = 0, time.perf_counter()
+        while done < iterations or time.perf_counter() - start < seconds:
+            self.state = self.runner.iterate(*self.state)[:2]
+            done += 1
+        elapsed = time.perf_counter() - start
+        return done * self.steps_per_iteration / elapsed, elapsed
+
+
 def measure_farm_speedup(config: RaptorTrainConfig, rounds: int = 5) -> dict[str, float]:
     """Teacher env-steps/s of one batched group against one teacher alone, same envs per teacher.
 
@@ -380,24 +399,13 @@ def measure_farm_speedup(config: RaptorTrainConfig, rounds: int = 5) -> dict[str
         runner = OnPolicyRunner(
             env, ppo, Path("/nonexistent"), RunnerConfig(max_iterations=0, eval_every=0), progress=False
         )
-        state = runner.iterate(env.reset(), env.privileged_observation())[:2]  # warm-up
-        trainers[label] = [runner, state, ppo.config.num_steps * env.num_envs]
-
-    def timed(label: str, iterations: int = 0, seconds: float = 0.0) -> tuple[float, float]:
-        runner, state, steps = trainers[label]
-        done, start = 0, time.perf_counter()
-        while done < iterations or time.perf_counter() - start < seconds:
-            state = runner.iterate(*state)[:2]
-            done += 1
-        trainers[label][1] = state
-        elapsed = time.perf_counter() - start
-        return done * steps / elapsed, elapsed
+        trainers[label] = _TimedTrainer(runner)
 
     rates: dict[str, list[float]] = {"batched": [], "one_by_one": []}
     for _ in range(rounds):
-        rate, elapsed = timed("batched", iterations=config.farm.speedup_iterations)
+        rate, elapsed = trainers["batched"].run(iterations=config.farm.speedup_iterations)
         rates["batched"].append(rate)
-        rates["one_by_one"].append(timed("one_by_one", seconds=elapsed)[0])
+        rates["one_by_one"].append(trainers["one_by_one"].run(seconds=elapsed)[0])
     ratios = [b / o for b, o in zip(rates["batched"], rates["one_by_one"], strict=True)]
     return {
         "batched_teacher_steps_per_s": float(np.median(rates["batched"])),
