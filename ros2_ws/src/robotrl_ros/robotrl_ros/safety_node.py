@@ -95,6 +95,7 @@ class SafetyNodeBase(Node):
         self.action_stamp_s: float | None = None
         self.last_step_s = -np.inf
         self.unanswered_states = 0
+        self.last_state_arrival_s = -np.inf
         self.last_tick_s = -np.inf
         self.skipped_tick = False
         self.latency_s: list[float] = []
@@ -149,6 +150,7 @@ class SafetyNodeBase(Node):
     def on_new_state(self, stamp: Time) -> None:
         """A state arrived: step now if the commands stopped answering, so a dead policy is noticed."""
         now = now_s(self)
+        self.last_state_arrival_s = now
         self.unanswered_states += 1
         if (
             self.unanswered_states >= UNANSWERED_STATES_TO_STEP
@@ -215,7 +217,11 @@ class SafetyNodeBase(Node):
             self.skipped_tick = True
             return
         self.skipped_tick = False
-        if now - self.last_step_s >= 1.5 * self.period_s:
+        # A state that just arrived is the arrival rule's to judge (the policy may be answering it): the
+        # tick steps for states that stopped coming, so a stall ending just after a tick is not a fault.
+        states_stopped = now - self.last_state_arrival_s >= 1.5 * self.period_s
+        unanswered = self.unanswered_states >= UNANSWERED_STATES_TO_STEP
+        if now - self.last_step_s >= 1.5 * self.period_s and (states_stopped or unanswered):
             stamp = to_time(self.state.stamp_s) if self.state is not None else to_time(now)
             self.step_and_publish(stamp)
 
