@@ -42,22 +42,31 @@ def joint_actions(params: torch.Tensor, steps: int, knot_steps: int) -> torch.Te
 
 
 def rollout(env: QuadrupedJumpEnv, params: torch.Tensor, knot_steps: int) -> dict[str, torch.Tensor]:
-    """Each candidate's first-landing position and apex gain, and its penalty: 1 for a termination (a
-    fall, a trunk contact, drifting after the landing), 1 for never landing; 0 for a jump that held."""
+    """Each candidate's first-landing position and apex gain, whether it landed after a flight, and
+    whether its episode was terminated (a fall, a trunk contact, drifting after the landing)."""
     n, steps = env.num_envs, int(env.max_episode_steps[0])
     actions = joint_actions(params, steps, knot_steps)
     env.reset(seed=0)
     done = torch.zeros(n, dtype=torch.bool)
-    out = {"landing_x": torch.zeros(n), "apex_gain": torch.zeros(n), "penalty": torch.zeros(n)}
+    out = {
+        "landing_x": torch.zeros(n),
+        "apex_gain": torch.zeros(n),
+        "landed": torch.zeros(n, dtype=torch.bool),
+        "terminated": torch.zeros(n, dtype=torch.bool),
+    }
     for t in range(steps):
         _, _, terminated, truncated, info = env.step(actions[t])
         ended = (terminated | truncated) & ~done
         if ended.any():
             final = info["final"]
-            out["landing_x"] = torch.where(ended, final["landing_pos_rel_m"][:, 0], out["landing_x"])
-            out["apex_gain"] = torch.where(ended, final["apex_gain_m"], out["apex_gain"])
-            missed = terminated.float() + (~final["has_landed"]).float()
-            out["penalty"] = torch.where(ended, missed, out["penalty"])
+            ended_values = {
+                "landing_x": final["landing_pos_rel_m"][:, 0],
+                "apex_gain": final["apex_gain_m"],
+                "landed": final["has_landed"],
+                "terminated": terminated,
+            }
+            for key, value in ended_values.items():
+                out[key] = torch.where(ended, value, out[key])
         done |= ended
     return out
 
@@ -88,12 +97,13 @@ def main() -> None:
         noise = torch.randn(args.population, *mean.shape, generator=generator)
         params = (mean + std * noise).clamp(-clip, clip)
         result = rollout(env, params, args.knot_steps)
-        score = result["landing_x"] - result["penalty"]
+        landed, held = result["landed"], result["landed"] & ~result["terminated"]
+        score = result["landing_x"] - result["terminated"].float() - (~landed).float()
         elite = score.topk(args.elite).indices
         mean = 0.7 * params[elite].mean(0) + 0.3 * mean
         std = (0.7 * params[elite].std(0) + 0.3 * std).clamp_min(0.03 * clip)
-        held = result["penalty"] == 0
-        best_flight = max(best_flight, float(result["landing_x"][result["landing_x"] > 0].max()))
+        if landed.any():
+            best_flight = max(best_flight, float(result["landing_x"][landed].max()))
         if held.any():
             best_held = max(best_held, float(result["landing_x"][held].max()))
         print(
