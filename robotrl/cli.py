@@ -375,8 +375,9 @@ def _is_jump_target(path: Path) -> bool:
 
 
 def _eval_jump(args: argparse.Namespace) -> int:
-    """`eval JUMP_RUN_OR_BUNDLE [--sim pybullet]`: the bundle's jumps in MuJoCo (and pybullet)."""
-    from robotrl.recipes.quadruped_jump_report import bundle_config, write_report
+    """`eval JUMP_RUN_OR_BUNDLE [--sim pybullet] [--randomised]`: the bundle's jumps in MuJoCo (and
+    pybullet, and on MuJoCo robots with the training's domain randomisation)."""
+    from robotrl.recipes.quadruped_jump_report import RANDOMISED, bundle_config, write_report
 
     target = Path(args.target)
     run_dir = target if _is_jump_run(target) else None
@@ -384,6 +385,8 @@ def _eval_jump(args: argparse.Namespace) -> int:
     if not (bundle / "policy.yaml").is_file():
         raise ConfigError(f"{target} has no bundle yet: run `robotrl export {target}` first")
     sims = ("mujoco",) if args.sim == "mujoco" else ("mujoco", args.sim)
+    if args.randomised:
+        sims = (*sims, RANDOMISED)
     distances = bundle_config(bundle).eval.forward_distances_m
     if args.distances is not None:
         distances = tuple(float(d) for d in args.distances.split(","))
@@ -396,9 +399,12 @@ def _eval_jump(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    is_jump = args.sim is not None or _is_jump_target(Path(args.target))
+    if args.randomised and not is_jump:
+        raise ConfigError(f"--randomised is for quadruped-jump runs and bundles; {args.target} is neither")
     if args.suite == "manipulation":
         return _eval_manipulation(args)
-    if args.sim is not None or _is_jump_target(Path(args.target)):
+    if is_jump:
         return _eval_jump(args)
     if args.suite:
         return _eval_suite(args)
@@ -699,6 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--distances", help="quadruped-jump: forward landings [m], comma-separated (default from the config)"
     )
+    ev.add_argument(
+        "--randomised", action="store_true",
+        help="quadruped-jump: also jump MuJoCo robots with the training's domain randomisation (robustness)",
+    )  # fmt: skip
     ev.add_argument("--teachers", help="with --suite raptor: a raptor run; also fly its training quadrotors")
     ev.add_argument("--quadrotors", type=int, default=100, help="with --suite raptor: held-out quadrotors")
     ev.set_defaults(func=cmd_eval)

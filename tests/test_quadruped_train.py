@@ -15,8 +15,9 @@ from robotrl.envs.quadruped.curriculum import CurriculumConfig, JumpCurriculum
 from robotrl.envs.quadruped.evaluation import jump_metrics
 from robotrl.envs.quadruped.jump_env import QuadrupedJumpEnv, QuadrupedJumpEnvConfig
 from robotrl.policies.mlp import ActorCritic
+from robotrl.recipes import quadruped_jump_report
 from robotrl.recipes.quadruped_jump import export_run, load_config, load_run, train
-from robotrl.recipes.quadruped_jump_report import longest_jump, sim_to_sim
+from robotrl.recipes.quadruped_jump_report import RANDOMISED, longest_jump, sim_to_sim
 from robotrl.runtime.policy_runner import PolicyRunner
 
 TINY = [
@@ -118,6 +119,34 @@ def test_sim_to_sim_scores_the_bundle_in_both_simulators(tiny_run: Path, tmp_pat
     assert set(results) == {"mujoco", "pybullet"}
     for metrics in (r["0.00,0.00"] for r in results.values()):
         assert metrics["episodes"] == 2 and 0.0 <= metrics["success_rate"] <= 1.0
+
+
+def test_eval_randomised_adds_mujoco_robots_with_the_training_randomisation(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, out = export_run(tiny_run, tmp_path / "bundle"), tmp_path / "eval"
+    built: list[QuadrupedJumpEnvConfig] = []
+
+    def recording_env(config: QuadrupedJumpEnvConfig) -> QuadrupedJumpEnv:
+        built.append(config)
+        return QuadrupedJumpEnv(config)
+
+    monkeypatch.setattr(quadruped_jump_report, "QuadrupedJumpEnv", recording_env)
+    args = ["--sim", "mujoco", "--randomised", "--distances", "0.5", "--episodes", "3", "--out", str(out)]
+    assert main(["eval", str(bundle), *args]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert list(report["results"]) == ["mujoco", RANDOMISED]
+    assert f"{RANDOMISED} success" in (out / "results.md").read_text()
+    trained = load_run(tiny_run)[0].env.randomisation
+    assert [c.randomisation.enabled for c in built] == [False, False, True, True]  # in place, 0.5 m each
+    assert all(c.simulator == "mujoco" and c.num_envs == 3 for c in built)
+    assert built[-1].randomisation.added_mass_kg == trained.added_mass_kg
+    assert built[-1].randomisation.action_delay_steps == trained.action_delay_steps
+
+
+def test_eval_refuses_randomised_for_a_quadrotor_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "geometric", "--randomised"]) == 2
+    assert "--randomised is for quadruped-jump" in capsys.readouterr().err
 
 
 def test_longest_jump_is_the_farthest_landing_at_half_success() -> None:

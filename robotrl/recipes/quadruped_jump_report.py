@@ -25,6 +25,9 @@ from robotrl.recipes.quadruped_jump import QuadrupedJumpTrainConfig, eval_env_co
 from robotrl.runtime.policy_runner import PolicyRunner
 
 SIMULATORS = ("mujoco", "pybullet")
+RANDOMISED = "mujoco-randomised"
+"""MuJoCo robots with the training's domain randomisation (mass, friction, gains, latency), drawn per robot
+from the evaluation seed: how robust the jumps are, beside the nominal robots of the sim-to-sim check."""
 LONGEST_JUMP_SUCCESS = 0.5
 """A forward landing counts as achieved when at least this share of the jumps succeed (issue 6)."""
 
@@ -45,14 +48,20 @@ def evaluate_bundle(
     bundle_dir: Path,
     config: QuadrupedJumpTrainConfig,
     landing_m: tuple[float, float],
-    simulator: str,
+    condition: str,
     episodes: int,
 ) -> dict[str, float]:
-    """One landing for `episodes` robots in `simulator`, the bundle stepping through onnxruntime."""
+    """One landing for `episodes` robots in a simulator (or RANDOMISED), the bundle through onnxruntime."""
+    if condition not in (*SIMULATORS, RANDOMISED):
+        raise ValueError(f"unknown condition {condition!r}: one of {[*SIMULATORS, RANDOMISED]}")
     runner = PolicyRunner(bundle_dir)
     runner.reset(episodes)
+    env_config = eval_env_config(config, landing_m)
     env_config = dataclasses.replace(
-        eval_env_config(config, landing_m), num_envs=episodes, simulator=simulator
+        env_config,
+        num_envs=episodes,
+        simulator="mujoco" if condition == RANDOMISED else condition,
+        randomisation=dataclasses.replace(env_config.randomisation, enabled=condition == RANDOMISED),
     )
     env = QuadrupedJumpEnv(env_config)
 
@@ -71,15 +80,13 @@ def sim_to_sim(
     bundle_dir: Path,
     landings: list[tuple[float, float]],
     episodes: int,
-    simulators: tuple[str, ...] = SIMULATORS,
+    conditions: tuple[str, ...] = SIMULATORS,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """{simulator: {"dx,dy": metrics}} for every landing."""
+    """{condition: {"dx,dy": metrics}} for every landing; a condition is a simulator or RANDOMISED."""
     config = bundle_config(bundle_dir)
     return {
-        sim: {
-            _key(landing): evaluate_bundle(bundle_dir, config, landing, sim, episodes) for landing in landings
-        }
-        for sim in simulators
+        name: {_key(at): evaluate_bundle(bundle_dir, config, at, name, episodes) for at in landings}
+        for name in conditions
     }
 
 
@@ -162,15 +169,17 @@ def write_report(
     out_dir: Path,
     distances_m: tuple[float, ...],
     episodes: int,
-    simulators: tuple[str, ...] = SIMULATORS,
+    conditions: tuple[str, ...] = SIMULATORS,
     run_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """results.md / results.json (and curves.png with a run) for an in-place jump and forward landings."""
+    """results.md / results.json (and curves.png with a run) for an in-place jump and forward landings.
+    The success gap is between the simulators (the first is the reference), not against RANDOMISED."""
     out_dir.mkdir(parents=True, exist_ok=True)
     landings = [(0.0, 0.0), *((d, 0.0) for d in distances_m)]
-    results = sim_to_sim(bundle_dir, landings, episodes, simulators)
+    results = sim_to_sim(bundle_dir, landings, episodes, conditions)
     forward = {sim: {k: m for k, m in r.items() if k != _key((0.0, 0.0))} for sim, r in results.items()}
     longest = {sim: longest_jump(r) for sim, r in forward.items()}
+    simulators = [c for c in conditions if c in SIMULATORS]
     gap = {
         key: abs(results[simulators[0]][key]["success_rate"] - results[sim][key]["success_rate"])
         for sim in simulators[1:]
@@ -186,7 +195,9 @@ def write_report(
     lines = [
         f"# Jumping: {bundle_dir}",
         "",
-        f"{episodes} robots per landing, the bundle through onnxruntime, nominal robot (no randomisation).",
+        f"{episodes} robots per landing, the bundle through onnxruntime, nominal robot (no randomisation)"
+        + (f"; {RANDOMISED}: each robot with the training's domain randomisation." if RANDOMISED in conditions
+           else "."),
         "Success: jumped, landed within 0.2 m of the target and stayed there until the episode's end.",
         "",
         results_table(results),
