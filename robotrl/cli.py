@@ -392,7 +392,8 @@ def _eval_jump(args: argparse.Namespace) -> int:
         distances = tuple(float(d) for d in args.distances.split(","))
     out_dir = Path(args.out or target / "eval_jump")
     episodes = 64 if args.episodes is None else args.episodes
-    write_report(bundle, out_dir, distances, episodes, sims, run_dir)
+    heights = () if args.obstacles is None else tuple(float(h) for h in args.obstacles.split(","))
+    write_report(bundle, out_dir, distances, episodes, sims, run_dir, heights)
     print((out_dir / "results.md").read_text())
     print(f"wrote {out_dir / 'results.md'}, {out_dir / 'results.json'}" + (", curves.png" if run_dir else ""))
     return 0
@@ -400,8 +401,9 @@ def _eval_jump(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     is_jump = args.sim is not None or _is_jump_target(Path(args.target))
-    if args.randomised and not is_jump:
-        raise ConfigError(f"--randomised is for quadruped-jump runs and bundles; {args.target} is neither")
+    for flag, given in (("--randomised", args.randomised), ("--obstacles", args.obstacles is not None)):
+        if given and not is_jump:
+            raise ConfigError(f"{flag} is for quadruped-jump runs and bundles; {args.target} is neither")
     if args.suite == "manipulation":
         return _eval_manipulation(args)
     if is_jump:
@@ -705,6 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--distances", help="quadruped-jump: forward landings [m], comma-separated (default from the config)"
     )
+    ev.add_argument(
+        "--obstacles", metavar="HEIGHTS",
+        help="quadruped-jump: also jump over boxes of these heights [m], comma-separated (MuJoCo)",
+    )  # fmt: skip
     ev.add_argument(
         "--randomised", action="store_true",
         help="quadruped-jump: also jump MuJoCo robots with the training's domain randomisation (robustness)",

@@ -121,7 +121,7 @@ def test_sim_to_sim_scores_the_bundle_in_both_simulators(tiny_run: Path, tmp_pat
         assert metrics["episodes"] == 2 and 0.0 <= metrics["success_rate"] <= 1.0
 
 
-def test_eval_randomised_adds_mujoco_robots_with_the_training_randomisation(
+def test_eval_adds_randomised_robots_and_jumps_over_boxes(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bundle, out = export_run(tiny_run, tmp_path / "bundle"), tmp_path / "eval"
@@ -133,20 +133,28 @@ def test_eval_randomised_adds_mujoco_robots_with_the_training_randomisation(
 
     monkeypatch.setattr(quadruped_jump_report, "QuadrupedJumpEnv", recording_env)
     args = ["--sim", "mujoco", "--randomised", "--distances", "0.5", "--episodes", "3", "--out", str(out)]
-    assert main(["eval", str(bundle), *args]) == 0
+    assert main(["eval", str(bundle), *args, "--obstacles", "0.15"]) == 0
     report = json.loads((out / "results.json").read_text())
     assert list(report["results"]) == ["mujoco", RANDOMISED]
-    assert f"{RANDOMISED} success" in (out / "results.md").read_text()
-    trained = load_run(tiny_run)[0].env.randomisation
-    assert [c.randomisation.enabled for c in built] == [False, False, True, True]  # in place, 0.5 m each
+    assert list(report["over_obstacles"]) == ["0.15"]
+    markdown = (out / "results.md").read_text()
+    assert f"{RANDOMISED} success" in markdown and "| 0.15 |" in markdown
+    # In place and 0.5 m, nominal then randomised; then the jump over the box.
+    assert [c.randomisation.enabled for c in built] == [False, False, True, True, False]
     assert all(c.simulator == "mujoco" and c.num_envs == 3 for c in built)
-    assert built[-1].randomisation.added_mass_kg == trained.added_mass_kg
-    assert built[-1].randomisation.action_delay_steps == trained.action_delay_steps
+    trained = load_run(tiny_run)[0].env.randomisation
+    assert built[3].randomisation.added_mass_kg == trained.added_mass_kg
+    assert built[3].randomisation.action_delay_steps == trained.action_delay_steps
+    boxes = built[4].curriculum
+    assert boxes.stage == "obstacle" and boxes.fixed_obstacle_height_m == 0.15
+    assert boxes.upward_fraction == 0.0 and boxes.fixed_landing_m == (0.8, 0.0)
 
 
-def test_eval_refuses_randomised_for_a_quadrotor_target(capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_refuses_jump_options_for_a_quadrotor_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "geometric", "--randomised"]) == 2
     assert "--randomised is for quadruped-jump" in capsys.readouterr().err
+    assert main(["eval", "geometric", "--obstacles", "0.1"]) == 2
+    assert "--obstacles is for quadruped-jump" in capsys.readouterr().err
 
 
 def test_longest_jump_is_the_farthest_landing_at_half_success() -> None:

@@ -57,6 +57,8 @@ class JumpEvalConfig:
     """Forward landings of the final report."""
     init_joint_noise_rad: float = 0.05
     """Start-pose joint offsets of the evaluation episodes, so that they differ (QuadrupedJumpEnvConfig)."""
+    obstacle_height_m: float = 0.2
+    """Box height of the obstacle stage's evaluation jumps (its levels span 0-0.3 m) [m]."""
 
 
 @dataclass
@@ -75,7 +77,7 @@ class QuadrupedJumpTrainConfig:
             eval_landing_m=(0.8, 0.0), criterion_success=0.7, stop_at_criterion=False
         )
     )
-    """Jumps over a box between start and landing (its evaluation: at the stage's first level)."""
+    """Jumps over a box between start and landing (its evaluation: over a box eval.obstacle_height_m high)."""
     checkpoint_every: int = 50
     eval: JumpEvalConfig = field(default_factory=JumpEvalConfig)
     seed: int = 0
@@ -104,13 +106,24 @@ def stage_env_config(config: QuadrupedJumpTrainConfig, name: str) -> QuadrupedJu
 
 
 def eval_env_config(
-    config: QuadrupedJumpTrainConfig, landing_m: tuple[float, float], stage: str | None = None
+    config: QuadrupedJumpTrainConfig,
+    landing_m: tuple[float, float],
+    stage: str | None = None,
+    obstacle_height_m: float | None = None,
 ) -> QuadrupedJumpEnvConfig:
     """One landing for every robot, the evaluation seed, no domain randomisation; the stage decides
-    whether there are boxes (default: upward for a landing at the start, else forward)."""
+    whether there are boxes (default: upward for a landing at the start, else forward), all of them
+    obstacle_height_m high (default eval.obstacle_height_m)."""
     env = config.env
     stage = stage or ("upward" if tuple(landing_m) == (0.0, 0.0) else "forward")
-    curriculum = dataclasses.replace(env.curriculum, stage=stage, fixed_landing_m=tuple(landing_m))
+    height = config.eval.obstacle_height_m if obstacle_height_m is None else obstacle_height_m
+    curriculum = dataclasses.replace(
+        env.curriculum,
+        stage=stage,
+        fixed_landing_m=tuple(landing_m),
+        fixed_obstacle_height_m=height if stage == "obstacle" else None,
+        upward_fraction=0.0,  # every robot gets the box (the landing is fixed whatever this draws)
+    )
     return dataclasses.replace(
         env,
         num_envs=config.eval.episodes,

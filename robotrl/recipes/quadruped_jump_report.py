@@ -50,13 +50,16 @@ def evaluate_bundle(
     landing_m: tuple[float, float],
     condition: str,
     episodes: int,
+    obstacle_height_m: float | None = None,
 ) -> dict[str, float]:
-    """One landing for `episodes` robots in a simulator (or RANDOMISED), the bundle through onnxruntime."""
+    """One landing for `episodes` robots in a simulator (or RANDOMISED), the bundle through onnxruntime;
+    with obstacle_height_m, over a box that high halfway (the obstacle stage's commands; MuJoCo only)."""
     if condition not in (*SIMULATORS, RANDOMISED):
         raise ValueError(f"unknown condition {condition!r}: one of {[*SIMULATORS, RANDOMISED]}")
     runner = PolicyRunner(bundle_dir)
     runner.reset(episodes)
-    env_config = eval_env_config(config, landing_m)
+    stage = None if obstacle_height_m is None else "obstacle"
+    env_config = eval_env_config(config, landing_m, stage, obstacle_height_m)
     env_config = dataclasses.replace(
         env_config,
         num_envs=episodes,
@@ -96,6 +99,28 @@ def longest_jump(results: dict[str, dict[str, float]]) -> float:
         float(key.split(",")[0]) for key, m in results.items() if m["success_rate"] >= LONGEST_JUMP_SUCCESS
     ]
     return max(achieved, default=0.0)
+
+
+def over_obstacles(
+    bundle_dir: Path, heights_m: tuple[float, ...], episodes: int
+) -> dict[str, dict[str, float]]:
+    """{"h": metrics}: MuJoCo jumps to the obstacle stage's evaluation landing over boxes of each height."""
+    config = bundle_config(bundle_dir)
+    landing = config.obstacle.eval_landing_m
+    return {
+        f"{h:.2f}": evaluate_bundle(bundle_dir, config, landing, "mujoco", episodes, obstacle_height_m=h)
+        for h in heights_m
+    }
+
+
+def obstacle_table(results: dict[str, dict[str, float]]) -> str:
+    lines = ["| box height [m] | success | apex gain [m] | landing error [m] |", "|---|---|---|---|"]
+    for height, m in results.items():
+        lines.append(
+            f"| {height} | {m['success_rate']:.2f} | {m['apex_gain_m_mean']:.3f} | "
+            f"{_fmt(m['landing_error_m_mean'])} |"
+        )
+    return "\n".join(lines)
 
 
 def results_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -171,6 +196,7 @@ def write_report(
     episodes: int,
     conditions: tuple[str, ...] = SIMULATORS,
     run_dir: Path | None = None,
+    obstacle_heights_m: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """results.md / results.json (and curves.png with a run) for an in-place jump and forward landings.
     The success gap is between the simulators (the first is the reference), not against RANDOMISED."""
@@ -209,6 +235,17 @@ def write_report(
         lines.append(
             f"- largest success gap between the simulators: {report['max_success_gap_points']:.0f} points"
         )
+    if obstacle_heights_m:
+        boxes = over_obstacles(bundle_dir, obstacle_heights_m, episodes)
+        report["over_obstacles"] = boxes
+        landing = bundle_config(bundle_dir).obstacle.eval_landing_m
+        lines += [
+            "",
+            f"Over a box halfway to a ({landing[0]:g}, {landing[1]:g}) m landing (MuJoCo, nominal robot; "
+            "the box is 0.2 m deep, its width drawn from the curriculum's range):",
+            "",
+            obstacle_table(boxes),
+        ]
     if run_dir is not None:
         config = bundle_config(bundle_dir)
         plot_curves(run_dir, config.stages, out_dir / "curves.png")

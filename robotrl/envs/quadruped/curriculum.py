@@ -5,7 +5,7 @@ forward distance in the k-th of `num_levels - 1` equal bands of [0, max_forward_
 and a lateral distance within +-max_lateral_m scaled by k / (num_levels - 1); a fraction of episodes
 are in-place jumps mixed in so the first skill is not forgotten. One success moves an env's level up,
 two consecutive failures move it down. Stage "obstacle" adds a box between start and landing whose
-height grows with the level; only its command is sampled here (the env does not simulate it yet).
+height grows with the level; the command is sampled here, and the env places the box in its MuJoCo model.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class CurriculumConfig:
     fixed_landing_m: tuple[float, float] | None = None
     """(forward, lateral) [m]: every command asks for this landing, whatever the stage and level (for
     evaluations that score one jump on many robots)."""
+    fixed_obstacle_height_m: float | None = None
+    """Obstacle stage: every box this high, whatever the level (for evaluations) [m]."""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -69,6 +71,8 @@ class CurriculumConfig:
                 f"need num_levels >= 2 and 0 <= initial_level < num_levels, got {self.num_levels}, "
                 f"{self.initial_level}"
             )
+        if self.fixed_obstacle_height_m is not None and self.fixed_obstacle_height_m < 0:
+            raise ValueError(f"fixed_obstacle_height_m must be >= 0, got {self.fixed_obstacle_height_m}")
         if not 0.0 <= self.upward_fraction <= 1.0:
             raise ValueError(f"upward_fraction must be in [0, 1], got {self.upward_fraction}")
         if self.successes_to_level_up < 1 or self.failures_to_level_down < 1:
@@ -127,6 +131,8 @@ class JumpCurriculum:
             forward = uniform(cfg.obstacle_min_forward_m, cfg.max_forward_m)
             lateral = zero
             height = uniform(*self._band(level, *cfg.obstacle_height_m))
+            if cfg.fixed_obstacle_height_m is not None:
+                height = torch.full_like(height, cfg.fixed_obstacle_height_m)
             depth = torch.full_like(height, cfg.obstacle_depth_m)
             box = ~upward.unsqueeze(-1)
             size = torch.stack((depth, uniform(*cfg.obstacle_width_m), height), dim=-1)

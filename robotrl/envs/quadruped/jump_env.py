@@ -94,11 +94,6 @@ class RewardConfig:
     """Before landing: exp(-|v_xy - v_des|^2 / velocity_sigma), v_des the ballistic take-off velocity."""
     default_pose: float = 12.0
     """After the first landing: exp(-|q - q_default|^2 / pose_sigma)."""
-    post_landing_drift: float = -100.0
-    """After the first landing: drift from the landing spot beyond drift_margin_m [m] (ours). The 0.1 m
-    drift termination alone let far jumps stop at 0.07-0.08 m in MuJoCo, while the same policy drifted
-    0.12-0.17 m in pybullet and under low friction or latency; this asks for a margin. At most 0.1 a
-    step before the termination, under what standing still earns, so ending an episode never pays."""
     feet_distance: float = -20.0
     """Shortfall of each left-right foot pair's lateral spacing below min_feet_distance_m [m]."""
     symmetry: float = -3.0
@@ -130,8 +125,6 @@ class RewardShapingConfig:
     min_feet_distance_m: float = 0.2
     max_contact_force_n: float = 200.0
     """Above the landing of a 0.4 m drop at zero action, which peaks near 150 N a foot (measured) [N]."""
-    drift_margin_m: float = 0.05
-    """Drift after landing that post_landing_drift leaves free (the termination is at 0.1 m) [m]."""
     soft_joint_limit: float = 0.9
     """Share of each joint's range, about its middle, that is free of the limit penalty."""
 
@@ -377,12 +370,11 @@ class QuadrupedJumpEnv:
         error = (state.base_pos_w[:, 0:2] - self.target_pos_w[:, 0:2]).norm(dim=-1)
         self.landing_pos_w[first_landing] = state.base_pos_w[first_landing]
         self.landing_error_m = torch.where(first_landing, error, self.landing_error_m)
-        drift = (state.base_pos_w[:, 0:2] - self.landing_pos_w[:, 0:2]).norm(dim=-1) * self.phases.has_landed
 
-        reasons = self._termination_reasons(state, error, drift, bad_action)
+        reasons = self._termination_reasons(state, error, bad_action)
         terminated = torch.stack(list(reasons.values()), dim=-1).any(-1)
         truncated = (self.episode_step >= self.max_episode_steps) & ~terminated
-        terms = self._terms(state, action, rise, error, drift, first_landing, terminated)
+        terms = self._terms(state, action, rise, error, first_landing, terminated)
         reward = torch.zeros(self.num_envs, device=self.device)
         for name, value in terms.items():
             weighted = self.dt * self._weights[name] * value
@@ -432,11 +424,12 @@ class QuadrupedJumpEnv:
         return QuadrupedState(**{f.name: tensor(getattr(state, f.name)) for f in dataclasses.fields(state)})
 
     def _termination_reasons(
-        self, state: QuadrupedState, error: torch.Tensor, drift: torch.Tensor, bad_action: torch.Tensor
+        self, state: QuadrupedState, error: torch.Tensor, bad_action: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Each cause of termination [N] bool (logged as info['episode']['termination/<cause>'])."""
         cfg, landed = self.config.termination, self.phases.has_landed
         yaw_error = _wrap(_yaw(state.base_quat_wxyz) - self.target_yaw).abs()
+        drift = (state.base_pos_w[:, 0:2] - self.landing_pos_w[:, 0:2]).norm(dim=-1)
         return {
             "landing_error": landed & (error > cfg.max_landing_error_m),
             "landing_yaw": landed & (yaw_error > cfg.max_landing_yaw_error_rad),
@@ -453,11 +446,10 @@ class QuadrupedJumpEnv:
         action: torch.Tensor,
         rise: torch.Tensor,
         error: torch.Tensor,
-        drift: torch.Tensor,
         first_landing: torch.Tensor,
         terminated: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """Each named term [N], unweighted and keyed like RewardConfig; drift is 0 before landing."""
+        """Each named term [N], unweighted and keyed like RewardConfig."""
         shaping, phases = self.config.shaping, self.phases
         landed, before_landing = phases.has_landed.float(), (~phases.has_landed).float()
         position = torch.exp(-(error**2) / shaping.position_sigma_m2)
@@ -479,7 +471,6 @@ class QuadrupedJumpEnv:
             "flight_base_height": phases.in_flight * lift,
             "linvel_tracking": before_landing * torch.exp(-velocity_error / shaping.velocity_sigma_m2ps2),
             "default_pose": landed * torch.exp(-pose_error / shaping.pose_sigma_rad2),
-            "post_landing_drift": (drift - shaping.drift_margin_m).clamp_min(0.0),
             "feet_distance": self._feet_distance_shortfall(q),
             "symmetry": _mirror_error(q),
             "contact_forces": (state.foot_force_n - shaping.max_contact_force_n).clamp_min(0.0).sum(-1),
