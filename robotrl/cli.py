@@ -287,13 +287,15 @@ def cmd_demos(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from robotrl.recipes.manipulation import BASE_FILE
 
+    if args.iteration is not None and not _is_jump_run(Path(args.run)):
+        raise ConfigError(f"--iteration is for quadruped-jump runs; {args.run} is not one")
     if (Path(args.run) / BASE_FILE).is_file():
         return _export_manipulation(args)
     if _is_jump_run(Path(args.run)):
         from robotrl.recipes.quadruped_jump import export_run as export_jump_run
 
         out = Path(args.out or Path(args.run) / "bundle")
-        path = export_jump_run(args.run, out)
+        path = export_jump_run(args.run, out, iteration=args.iteration)
         print(f"bundle written to {path} (policy.onnx, policy.pt, policy.yaml; parity checked)")
         return 0
     if args.out is None:
@@ -727,6 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--stage", choices=["resip", "dsrl-sac", "dsrl-na"],
         help="manipulation run: the RL stage to export (default: every finished one)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--iteration", type=int,
+        help="quadruped-jump run: export the last stage's checkpoint of this iteration (default: its latest)",
     )  # fmt: skip
     ex.set_defaults(func=cmd_export)
 

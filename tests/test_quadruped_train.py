@@ -113,6 +113,20 @@ def test_export_writes_a_bundle_that_onnxruntime_runs_like_the_actor(tiny_run: P
     assert abs(runner.step(obs.numpy()) - expected).max() < 1e-4
 
 
+def test_export_takes_a_named_iteration_and_records_which(tiny_run: Path, tmp_path: Path) -> None:
+    bundle = export_run(tiny_run, tmp_path / "bundle", iteration=1)
+    provenance = yaml.safe_load((bundle / "policy.yaml").read_text())["provenance"]
+    assert provenance["metrics"]["exported_checkpoint"] == "forward/iter_000001.pt"
+    first = load_run(tiny_run, iteration=1)[1].deterministic_actor()
+    obs = torch.randn(3, 57)
+    runner = PolicyRunner(bundle)
+    runner.reset(3)
+    assert abs(runner.step(obs.numpy()) - first(obs).detach().numpy()).max() < 1e-4
+    assert abs(first(obs) - load_run(tiny_run)[1].deterministic_actor()(obs)).max() > 1e-6
+    with pytest.raises(ConfigError, match=r"no checkpoint of iteration 7; kept: \[1, 2\]"):
+        export_run(tiny_run, tmp_path / "missing", iteration=7)
+
+
 def test_sim_to_sim_scores_the_bundle_in_both_simulators(tiny_run: Path, tmp_path: Path) -> None:
     bundle = export_run(tiny_run, tmp_path / "bundle")
     results = sim_to_sim(bundle, [(0.0, 0.0)], episodes=2)

@@ -221,9 +221,24 @@ def _train_stage(
     return summary
 
 
-def load_run(run_dir: str | Path, stage: str | None = None) -> tuple[QuadrupedJumpTrainConfig, ActorCritic]:
-    """The config and the policy of a run's last trained stage (or of the named one)."""
-    run_dir = Path(run_dir)
+def load_run(
+    run_dir: str | Path, stage: str | None = None, iteration: int | None = None
+) -> tuple[QuadrupedJumpTrainConfig, ActorCritic]:
+    """The config and the policy of a run's last trained stage (or of the named one), at its latest
+    checkpoint (or at the named iteration's)."""
+    config, path = _checkpoint(Path(run_dir), stage, iteration)
+    return config, _policy_at(config, path)
+
+
+def _policy_at(config: QuadrupedJumpTrainConfig, checkpoint: Path) -> ActorCritic:
+    policy = build_policy(config)
+    policy.load_state_dict(torch.load(checkpoint, weights_only=False)["ppo"]["policy"])
+    return policy.eval()
+
+
+def _checkpoint(
+    run_dir: Path, stage: str | None, iteration: int | None
+) -> tuple[QuadrupedJumpTrainConfig, Path]:
     config = load_config_file(QuadrupedJumpTrainConfig, run_dir / "config.yaml")
     names = list(config.stages)
     if stage is not None and stage not in names:
@@ -234,13 +249,18 @@ def load_run(run_dir: str | Path, stage: str | None = None) -> tuple[QuadrupedJu
             f"{run_dir} has no checkpoint yet (no <stage>/checkpoints/latest.txt): train it first"
         )
     chosen = stage or trained[-1]
-    marker = run_dir / chosen / "checkpoints" / "latest.txt"
-    if not marker.is_file():
+    checkpoints = run_dir / chosen / "checkpoints"
+    if not (checkpoints / "latest.txt").is_file():
         raise ConfigError(f"stage {chosen!r} of {run_dir} has no checkpoint yet")
-    state = torch.load(marker.parent / marker.read_text().strip(), weights_only=False)
-    policy = build_policy(config)
-    policy.load_state_dict(state["ppo"]["policy"])
-    return config, policy.eval()
+    if iteration is None:
+        return config, checkpoints / (checkpoints / "latest.txt").read_text().strip()
+    path = checkpoints / f"iter_{iteration:06d}.pt"
+    if not path.is_file():
+        kept = sorted(int(p.stem.removeprefix("iter_")) for p in checkpoints.glob("iter_*.pt"))
+        raise ConfigError(
+            f"stage {chosen!r} of {run_dir} has no checkpoint of iteration {iteration}; kept: {kept}"
+        )
+    return config, path
 
 
 def jump_policy_spec(
@@ -274,11 +294,18 @@ def jump_policy_spec(
     )
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, stage: str | None = None, steps: int = 150) -> Path:
-    """Write a bundle of a run's last (or the named) stage; parity runs on observations of its own jumps."""
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    stage: str | None = None,
+    steps: int = 150,
+    iteration: int | None = None,
+) -> Path:
+    """Write a bundle of a run's last (or the named) stage at its latest (or the named iteration's)
+    checkpoint; parity runs on observations of its own jumps."""
     run_dir = Path(run_dir)
-    config, policy = load_run(run_dir, stage)
-    actor = policy.deterministic_actor()
+    config, checkpoint = _checkpoint(run_dir, stage, iteration)
+    actor = _policy_at(config, checkpoint).deterministic_actor()
     env = QuadrupedJumpEnv(dataclasses.replace(eval_env_config(config, (0.0, 0.0)), num_envs=4))
     recorded = [env.reset(seed=config.eval.seed)]
     with torch.no_grad():
@@ -287,11 +314,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, stage: str | None = Non
             recorded.append(obs)
     env.close()
     control_rate_hz, action_scale = 1.0 / env.dt, env.sim.config.action_scale
-    summaries = {
+    summaries: dict[str, Any] = {
         name: json.loads((run_dir / name / "summary.json").read_text())
         for name in config.stages
         if (run_dir / name / "summary.json").is_file()
     }
+    summaries["exported_checkpoint"] = f"{checkpoint.parent.parent.name}/{checkpoint.name}"
     return export_bundle(
         actor,
         out_dir,
