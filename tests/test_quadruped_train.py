@@ -16,7 +16,14 @@ from robotrl.envs.quadruped.evaluation import jump_metrics
 from robotrl.envs.quadruped.jump_env import QuadrupedJumpEnv, QuadrupedJumpEnvConfig
 from robotrl.policies.mlp import ActorCritic
 from robotrl.recipes import quadruped_jump_report
-from robotrl.recipes.quadruped_jump import export_run, load_config, load_run, train
+from robotrl.recipes.quadruped_jump import (
+    build_policy,
+    export_run,
+    load_config,
+    load_run,
+    train,
+    unseen_inputs_start_ignored,
+)
 from robotrl.recipes.quadruped_jump_report import RANDOMISED, longest_jump, sim_to_sim
 from robotrl.runtime.policy_runner import PolicyRunner
 
@@ -202,6 +209,26 @@ def test_learning_raises_the_jump_within_a_few_iterations(tmp_path: Path) -> Non
     state = torch.load(tmp_path / "run" / "upward" / "checkpoints" / "iter_000012.pt", weights_only=False)
     gains = [h["episode/apex_gain_m_mean"] for h in state["history"] if "episode/apex_gain_m_mean" in h]
     assert gains[-1] > gains[0] + 0.01, gains
+
+
+def test_a_new_stage_starts_blind_to_inputs_the_previous_one_held_constant() -> None:
+    policy = build_policy(load_config(None, TINY))
+    seen = torch.randn(4096, 57)
+    seen[:, 40:50] = 0.0  # e.g. the landing command and the box of in-place jumps
+    policy.obs_normalizer.update(seen)
+    policy.privileged_normalizer.update(torch.cat((seen, torch.randn(4096, 18)), dim=-1))
+    actor = policy.deterministic_actor()
+    boxes = torch.randn(8, 57)
+    blind = boxes.clone()
+    blind[:, 40:50] = 0.0
+    assert policy.obs_normalizer(boxes)[:, 40:50].abs().max() == 10.0, "variance 0: any value hits the clip"
+    assert (actor(boxes) - actor(blind)).abs().max() > 1e-3
+    before = actor(blind).detach()
+    unseen = unseen_inputs_start_ignored(policy)
+    assert unseen == {"actor": list(range(40, 50)), "critic": list(range(40, 50))}
+    assert torch.allclose(actor(boxes), before, atol=1e-5), "the previous behaviour, whatever the new inputs"
+    assert torch.allclose(policy.obs_normalizer(boxes)[:, 40:50], boxes[:, 40:50], rtol=1e-3), "unit scale"
+    assert (policy.critic[0].weight[:, 40:50] == 0).all() and (policy.critic[0].weight[:, :40] != 0).any()
 
 
 def test_the_obstacle_stage_trains_and_evaluates_over_boxes(tmp_path: Path) -> None:

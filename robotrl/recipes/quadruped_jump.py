@@ -209,6 +209,7 @@ def _train_stage(
         runner.load(checkpoint)
     elif previous is not None:
         ppo.policy.load_state_dict(torch.load(previous, weights_only=False)["ppo"]["policy"])
+        unseen_inputs_start_ignored(ppo.policy)
     start = time.perf_counter()
     try:
         last_eval = runner.learn()
@@ -219,6 +220,31 @@ def _train_stage(
     summary = {"stage": name, **runner.summary(last_eval, start)}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def unseen_inputs_start_ignored(policy: ActorCritic) -> dict[str, list[int]]:
+    """Give the inputs a previous stage held constant (the box command before the obstacle stage) zero
+    first-layer weights and a unit scale; returns their columns per network.
+
+    Those weights never had a gradient, and the running normaliser, its variance 0, blows any new value
+    up to its +-10 clip: the forward policy, shown boxes, stopped jumping (apex gain 0.6 -> 0.1 m,
+    measured) and the obstacle stage made no progress in 125 iterations. Zeroed, the stage starts from
+    the previous one's behaviour, and PPO learns the new inputs' weights from there.
+    """
+    unseen: dict[str, list[int]] = {}
+    for name, normalizer, net in (
+        ("actor", policy.obs_normalizer, policy.actor),
+        ("critic", policy.privileged_normalizer, policy.critic),
+    ):
+        columns = normalizer.var < normalizer.eps**2
+        if normalizer.count == 0 or not columns.any():
+            continue
+        with torch.no_grad():
+            normalizer.mean[columns] = 0.0
+            normalizer.var[columns] = 1.0
+            net[0].weight[:, columns] = 0.0
+        unseen[name] = columns.nonzero().squeeze(-1).tolist()
+    return unseen
 
 
 def load_run(
