@@ -377,8 +377,8 @@ def _is_jump_target(path: Path) -> bool:
 
 
 def _eval_jump(args: argparse.Namespace) -> int:
-    """`eval JUMP_RUN_OR_BUNDLE [--sim pybullet] [--randomised]`: the bundle's jumps in MuJoCo (and
-    pybullet, and on MuJoCo robots with the training's domain randomisation)."""
+    """`eval JUMP_RUN_OR_BUNDLE [--sim pybullet] [--randomised] [--obstacles H,...]`: the bundle's jumps
+    in MuJoCo (and pybullet, on MuJoCo robots with the training's domain randomisation, over boxes)."""
     from robotrl.recipes.quadruped_jump_report import RANDOMISED, bundle_config, write_report
 
     target = Path(args.target)

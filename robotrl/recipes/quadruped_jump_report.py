@@ -238,11 +238,12 @@ def write_report(
     if obstacle_heights_m:
         boxes = over_obstacles(bundle_dir, obstacle_heights_m, episodes)
         report["over_obstacles"] = boxes
-        landing = bundle_config(bundle_dir).obstacle.eval_landing_m
+        config = bundle_config(bundle_dir)
+        landing, depth = config.obstacle.eval_landing_m, config.env.curriculum.obstacle_depth_m
         lines += [
             "",
             f"Over a box halfway to a ({landing[0]:g}, {landing[1]:g}) m landing (MuJoCo, nominal robot; "
-            "the box is 0.2 m deep, its width drawn from the curriculum's range):",
+            f"the box is {depth:g} m deep, its width drawn from the curriculum's range):",
             "",
             obstacle_table(boxes),
         ]
