@@ -102,10 +102,9 @@ def longest_jump(results: dict[str, dict[str, float]]) -> float:
 
 
 def over_obstacles(
-    bundle_dir: Path, heights_m: tuple[float, ...], episodes: int
+    bundle_dir: Path, config: QuadrupedJumpTrainConfig, heights_m: tuple[float, ...], episodes: int
 ) -> dict[str, dict[str, float]]:
     """{"h": metrics}: MuJoCo jumps to the obstacle stage's evaluation landing over boxes of each height."""
-    config = bundle_config(bundle_dir)
     landing = config.obstacle.eval_landing_m
     return {
         f"{h:.2f}": evaluate_bundle(bundle_dir, config, landing, "mujoco", episodes, obstacle_height_m=h)
@@ -201,6 +200,7 @@ def write_report(
     """results.md / results.json (and curves.png with a run) for an in-place jump and forward landings.
     The success gap is between the simulators (the first is the reference), not against RANDOMISED."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    config = bundle_config(bundle_dir)
     landings = [(0.0, 0.0), *((d, 0.0) for d in distances_m)]
     results = sim_to_sim(bundle_dir, landings, episodes, conditions)
     forward = {sim: {k: m for k, m in r.items() if k != _key((0.0, 0.0))} for sim, r in results.items()}
@@ -236,9 +236,8 @@ def write_report(
             f"- largest success gap between the simulators: {report['max_success_gap_points']:.0f} points"
         )
     if obstacle_heights_m:
-        boxes = over_obstacles(bundle_dir, obstacle_heights_m, episodes)
+        boxes = over_obstacles(bundle_dir, config, obstacle_heights_m, episodes)
         report["over_obstacles"] = boxes
-        config = bundle_config(bundle_dir)
         landing, depth = config.obstacle.eval_landing_m, config.env.curriculum.obstacle_depth_m
         lines += [
             "",
@@ -248,7 +247,6 @@ def write_report(
             obstacle_table(boxes),
         ]
     if run_dir is not None:
-        config = bundle_config(bundle_dir)
         plot_curves(run_dir, config.stages, out_dir / "curves.png")
         lines += ["", "![training curves](curves.png)"]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
