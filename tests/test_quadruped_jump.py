@@ -105,39 +105,61 @@ def test_obstacle_commands_put_a_box_of_the_level_height_between_start_and_landi
     assert ((box[:, 1] >= 0.6) & (box[:, 1] <= 1.2)).all()
     front_edge = command[:, OBSTACLE_CENTRE][:, 0] + 0.5 * box[:, 0]
     assert (front_edge < command[:, 0]).all(), "the box must end before the landing point"
+    boxed = box[:, 2] > 0
+    assert boxed.sum() > 400 and command[boxed, 0].min() >= 0.6 and command[boxed, 0].max() > 0.95
+    short = _curriculum(num_envs=n, stage="obstacle", initial_level=10, obstacle_max_forward_m=0.7)
+    landing = short.sample(torch.arange(n), torch.Generator().manual_seed(0))[:, 0]
+    assert landing.max() <= 0.7 and landing.max() > 0.69
+    with pytest.raises(ValueError, match="obstacle_max_forward_m"):
+        CurriculumConfig(obstacle_min_forward_m=0.8, obstacle_max_forward_m=0.7)
     fixed = _curriculum(num_envs=n, stage="obstacle", upward_fraction=0.0, fixed_obstacle_height_m=0.25)
     command = fixed.sample(torch.arange(n), torch.Generator().manual_seed(0))
     assert torch.allclose(command[:, OBSTACLE_SIZE][:, 2], torch.tensor(0.25)), "level 0, yet 0.25 m boxes"
     assert torch.allclose(command[:, OBSTACLE_CENTRE][:, 2], torch.tensor(0.125))
 
 
-def test_obstacle_stage_places_each_envs_box_and_a_robot_lands_on_its_top() -> None:
+@pytest.mark.parametrize("simulator", ["mujoco", "pybullet"])
+def test_obstacle_stage_places_each_envs_box_and_a_robot_lands_on_its_top(simulator: str) -> None:
     # A box deep enough for all four feet (the default 0.2 m is a hurdle to jump over).
     curriculum = CurriculumConfig(
         stage="obstacle", initial_level=10, upward_fraction=0.0, obstacle_depth_m=0.6
     )
-    env = _env(num_envs=2, curriculum=curriculum)
+    env = _env(num_envs=2, curriculum=curriculum, simulator=simulator)
     env.reset(seed=0)
-    box_id = env.sim.robot.obstacle_geom_id
     for i in range(2):
         centre, size = env.command[i, OBSTACLE_CENTRE].numpy(), env.command[i, OBSTACLE_SIZE].numpy()
-        model = env.sim.models[i]
-        assert np.allclose(model.geom_pos[box_id], centre, atol=1e-6)
-        assert np.allclose(2 * model.geom_size[box_id], size, atol=1e-6)
+        low, high = _box_bounds(env, i)
+        assert np.allclose(0.5 * (low + high), centre, atol=1e-4)
+        assert np.allclose(high - low, size, atol=1e-4)
     # Dropped onto the box top, the robot's feet touch down at the box's height, not the floor's.
     drop = env.sim.robot.standing_qpos.copy()
     top = float(env.command[0, OBSTACLE_SIZE][2])
     drop[0] = float(env.command[0, OBSTACLE_CENTRE][0])
     drop[2] += top + 0.1
     env.sim.reset_idx(np.array([0]), qpos=drop[None])
-    for _ in range(25):
+    for _ in range(25):  # 0.5 s: fallen 0.1 m and settled
         state = env.sim.step(np.zeros((2, ACTION_DIM)))
-        if state.foot_contact[0].any():
-            break
-    assert state.foot_contact[0].any() and not state.trunk_contact[0]
+    assert state.foot_contact[0].all() and not state.trunk_contact[0]
     assert state.base_pos_w[0, 2] > top + 0.2, "the feet stand on the box"
-    with pytest.raises(ValueError, match="no obstacle box"):
-        _env(curriculum=CurriculumConfig(stage="obstacle"), simulator="pybullet")
+    # A zero size takes the box away.
+    env.sim.set_obstacles(np.array([1]), np.zeros((1, 3)), np.zeros((1, 3)))
+    low, high = _box_bounds(env, 1)
+    assert high[2] <= 0.0, "a removed box must not stand above the floor"
+
+
+def _box_bounds(env: QuadrupedJumpEnv, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Env i's obstacle box, lowest and highest corner relative to the env's origin [m] (below the floor
+    when it has none)."""
+    if env.config.simulator == "mujoco":
+        model, box = env.sim.models[i], env.sim.robot.obstacle_geom_id
+        return model.geom_pos[box] - model.geom_size[box], model.geom_pos[box] + model.geom_size[box]
+    import pybullet as p
+
+    sim = env.sim
+    if i not in sim._boxes:
+        return np.full(3, -1.0), np.full(3, -1.0)
+    low, high = p.getAABB(sim._boxes[i], physicsClientId=sim._client)
+    return np.subtract(low, sim._origins[i]), np.subtract(high, sim._origins[i])
 
 
 def test_standing_robot_at_zero_action_neither_jumps_nor_terminates() -> None:

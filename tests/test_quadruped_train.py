@@ -157,18 +157,21 @@ def test_eval_adds_randomised_robots_and_jumps_over_boxes(
     assert main(["eval", str(bundle), *args, "--obstacles", "0.15"]) == 0
     report = json.loads((out / "results.json").read_text())
     assert list(report["results"]) == ["mujoco", RANDOMISED]
-    assert list(report["over_obstacles"]) == ["0.15"]
+    assert {k: list(v) for k, v in report["over_obstacles"].items()} == {
+        "mujoco": ["0.15"],
+        RANDOMISED: ["0.15"],
+    }
     markdown = (out / "results.md").read_text()
     assert f"{RANDOMISED} success" in markdown and "| 0.15 |" in markdown
-    # In place and 0.5 m, nominal then randomised; then the jump over the box.
-    assert [c.randomisation.enabled for c in built] == [False, False, True, True, False]
+    # In place and 0.5 m, nominal then randomised; then the jump over the box, the same two ways.
+    assert [c.randomisation.enabled for c in built] == [False, False, True, True, False, True]
     assert all(c.simulator == "mujoco" and c.num_envs == 3 for c in built)
     trained = load_run(tiny_run)[0].env.randomisation
     assert built[3].randomisation.added_mass_kg == trained.added_mass_kg
     assert built[3].randomisation.action_delay_steps == trained.action_delay_steps
-    boxes = built[4].curriculum
-    assert boxes.stage == "obstacle" and boxes.fixed_obstacle_height_m == 0.15
-    assert boxes.upward_fraction == 0.0 and boxes.fixed_landing_m == (0.8, 0.0)
+    for boxes in (built[4].curriculum, built[5].curriculum):
+        assert boxes.stage == "obstacle" and boxes.fixed_obstacle_height_m == 0.15
+        assert boxes.upward_fraction == 0.0 and boxes.fixed_landing_m == (0.8, 0.0)
 
 
 def test_eval_refuses_jump_options_for_a_quadrotor_target(capsys: pytest.CaptureFixture[str]) -> None:

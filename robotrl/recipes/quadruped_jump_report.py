@@ -53,7 +53,7 @@ def evaluate_bundle(
     obstacle_height_m: float | None = None,
 ) -> dict[str, float]:
     """One landing for `episodes` robots in a simulator (or RANDOMISED), the bundle through onnxruntime;
-    with obstacle_height_m, over a box that high halfway (the obstacle stage's commands; MuJoCo only)."""
+    with obstacle_height_m, over a box that high halfway (the obstacle stage's commands)."""
     if condition not in (*SIMULATORS, RANDOMISED):
         raise ValueError(f"unknown condition {condition!r}: one of {[*SIMULATORS, RANDOMISED]}")
     runner = PolicyRunner(bundle_dir)
@@ -102,29 +102,30 @@ def longest_jump(results: dict[str, dict[str, float]]) -> float:
 
 
 def over_obstacles(
-    bundle_dir: Path, config: QuadrupedJumpTrainConfig, heights_m: tuple[float, ...], episodes: int
-) -> dict[str, dict[str, float]]:
-    """{"h": metrics}: MuJoCo jumps to the obstacle stage's evaluation landing over boxes of each height."""
+    bundle_dir: Path,
+    config: QuadrupedJumpTrainConfig,
+    heights_m: tuple[float, ...],
+    episodes: int,
+    conditions: tuple[str, ...] = SIMULATORS,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{condition: {"h": metrics}}: jumps to the obstacle stage's evaluation landing over boxes of each
+    height, in each condition."""
     landing = config.obstacle.eval_landing_m
     return {
-        f"{h:.2f}": evaluate_bundle(bundle_dir, config, landing, "mujoco", episodes, obstacle_height_m=h)
-        for h in heights_m
+        name: {
+            f"{h:.2f}": evaluate_bundle(bundle_dir, config, landing, name, episodes, obstacle_height_m=h)
+            for h in heights_m
+        }
+        for name in conditions
     }
 
 
-def obstacle_table(results: dict[str, dict[str, float]]) -> str:
-    lines = ["| box height [m] | success | apex gain [m] | landing error [m] |", "|---|---|---|---|"]
-    for height, m in results.items():
-        lines.append(
-            f"| {height} | {m['success_rate']:.2f} | {m['apex_gain_m_mean']:.3f} | "
-            f"{_fmt(m['landing_error_m_mean'])} |"
-        )
-    return "\n".join(lines)
-
-
-def results_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+def results_table(
+    results: dict[str, dict[str, dict[str, float]]], row_label: str = "landing (dx, dy) [m]"
+) -> str:
+    """One row per command (landing or box height), success / apex gain / landing error per condition."""
     sims = list(results)
-    header = "| landing (dx, dy) [m] | " + " | ".join(
+    header = f"| {row_label} | " + " | ".join(
         f"{s} success | {s} apex gain [m] | {s} landing error [m]" for s in sims
     )
     lines = [header + " |", "|" + "---|" * (1 + 3 * len(sims))]
@@ -236,15 +237,15 @@ def write_report(
             f"- largest success gap between the simulators: {report['max_success_gap_points']:.0f} points"
         )
     if obstacle_heights_m:
-        boxes = over_obstacles(bundle_dir, config, obstacle_heights_m, episodes)
+        boxes = over_obstacles(bundle_dir, config, obstacle_heights_m, episodes, conditions)
         report["over_obstacles"] = boxes
         landing, depth = config.obstacle.eval_landing_m, config.env.curriculum.obstacle_depth_m
         lines += [
             "",
-            f"Over a box halfway to a ({landing[0]:g}, {landing[1]:g}) m landing (MuJoCo, nominal robot; "
-            f"the box is {depth:g} m deep, its width drawn from the curriculum's range):",
+            f"Over a box halfway to a ({landing[0]:g}, {landing[1]:g}) m landing (the box is {depth:g} m "
+            "deep, its width drawn from the curriculum's range):",
             "",
-            obstacle_table(boxes),
+            results_table(boxes, "box height [m]"),
         ]
     if run_dir is not None:
         plot_curves(run_dir, config.stages, out_dir / "curves.png")

@@ -57,6 +57,8 @@ class CurriculumConfig:
     """Box extent along the jump (x) [m] (ours)."""
     obstacle_min_forward_m: float = 0.6
     """Shortest jump over a box [m], so the box fits between start and landing (ours)."""
+    obstacle_max_forward_m: float = 1.0
+    """Longest jump over a box [m] (ours; ANCHORS §3 jumps reach max_forward_m)."""
     fixed_landing_m: tuple[float, float] | None = None
     """(forward, lateral) [m]: every command asks for this landing, whatever the stage and level (for
     evaluations that score one jump on many robots)."""
@@ -73,6 +75,11 @@ class CurriculumConfig:
             )
         if self.fixed_obstacle_height_m is not None and self.fixed_obstacle_height_m < 0:
             raise ValueError(f"fixed_obstacle_height_m must be >= 0, got {self.fixed_obstacle_height_m}")
+        if not 0 < self.obstacle_min_forward_m <= self.obstacle_max_forward_m:
+            raise ValueError(
+                f"need 0 < obstacle_min_forward_m <= obstacle_max_forward_m, got "
+                f"{self.obstacle_min_forward_m}, {self.obstacle_max_forward_m}"
+            )
         if not 0.0 <= self.upward_fraction <= 1.0:
             raise ValueError(f"upward_fraction must be in [0, 1], got {self.upward_fraction}")
         if self.successes_to_level_up < 1 or self.failures_to_level_down < 1:
@@ -128,7 +135,7 @@ class JumpCurriculum:
         zero = torch.zeros_like(yaw)
         command[:, LANDING_QUAT] = torch.stack((torch.cos(0.5 * yaw), zero, zero, torch.sin(0.5 * yaw)), -1)
         if self.stage == "obstacle":
-            forward = uniform(cfg.obstacle_min_forward_m, cfg.max_forward_m)
+            forward = uniform(cfg.obstacle_min_forward_m, cfg.obstacle_max_forward_m)
             lateral = zero
             height = uniform(*self._band(level, *cfg.obstacle_height_m))
             if cfg.fixed_obstacle_height_m is not None:

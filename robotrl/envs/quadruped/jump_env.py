@@ -207,15 +207,13 @@ class QuadrupedJumpEnv:
         self.device = dev = torch.device(device)
         self.generator = torch.Generator(device=dev).manual_seed(config.seed)
         self.has_obstacles = config.curriculum.stage == "obstacle"
-        if self.has_obstacles and config.simulator == "pybullet":
-            raise ValueError(
-                "the pybullet backend has no obstacle box yet: check the 'upward' or 'forward' stage"
-            )
+        mujoco_boxes = self.has_obstacles and config.simulator == "mujoco"
         sim_config = QuadrupedSimConfig(
             num_envs=n,
             num_threads=config.num_threads,
-            # Obstacles differ per env, so each env needs its own model, as with randomisation.
-            per_env_models=config.randomisation.enabled or self.has_obstacles,
+            # MuJoCo's obstacles differ per env, so each env needs its own model, as with randomisation
+            # (pybullet's robots share one world, each box a body of its own).
+            per_env_models=config.randomisation.enabled or mujoco_boxes,
             robot=dataclasses.replace(config.robot, obstacle=True) if self.has_obstacles else config.robot,
         )
         self.sim: QuadrupedSim | PybulletQuadrupedSim

@@ -7,7 +7,8 @@ training: pybullet's API is per body, so every physics step loops over the robot
 is no domain randomisation (per_env_models is refused).
 
 All robots live in one DIRECT world of their own (several instances can coexist), each on its own grid
-cell; robots collide only with the floor, never with each other or themselves, and states are reported
+cell; robots collide only with the floor and their own cell's obstacle box (set_obstacles), never with
+each other or themselves, and states are reported
 relative to each robot's cell, so every env starts where MuJoCo's do. As in the MuJoCo model only the
 feet and the trunk touch the floor. The PD law is computed here each physics step and applied as
 TORQUE_CONTROL, with pybullet's default velocity motors switched off.
@@ -46,7 +47,8 @@ _GRID_SPACING_M = 2.0
 """Distance between neighbouring robots' origins [m]. Robots cannot collide anyway (collision groups); the
 spacing keeps each robot's floor contacts apart from its neighbours' and the world easy to read."""
 _ROBOT_GROUP, _FLOOR_GROUP = 1, 2
-"""Collision filter groups: robot links collide with the floor only, so robots never touch each other."""
+"""Collision filter groups: robot links collide with the floor and the boxes only, so robots never touch
+each other (a box sits in its robot's cell, out of reach of the others)."""
 _TRUNK_LINK = -1
 """pybullet's index of the base link, the URDF's root (checked to be the trunk)."""
 _TRUNK_FRICTION = 1.0
@@ -96,6 +98,11 @@ class PybulletQuadrupedSim:
         self._contact_slot = {
             (body, link): (env, col) for env, body in enumerate(self._bodies) for link, col in columns.items()
         }
+        self._boxes: dict[int, int] = {}
+        """env -> its obstacle box body, for the envs that have one now."""
+        self._box_shapes: dict[tuple[float, ...], int] = {}
+        """Box collision shapes by half extents: Bullet keeps a shape for good once a body used it (it
+        refuses to remove it, measured), so each size is made once and reused."""
         self.reset_idx(np.arange(n))
 
     def _index_links(self, body: int) -> tuple[list[int], list[int]]:
@@ -162,6 +169,32 @@ class PybulletQuadrupedSim:
             physicsClientId=c,
         )
 
+    def set_obstacles(self, env_ids: np.ndarray, centre_w: np.ndarray, size: np.ndarray) -> None:
+        """Place each env's obstacle box as QuadrupedSim does: centre [len, 3] relative to the env's origin,
+        full extents [len, 3] [m]; a zero size removes the env's box. Bullet cannot resize a shape, so
+        each placement makes a new static box body (friction 1, as the floor and MuJoCo's box)."""
+        if self.robot.obstacle_geom_id < 0:
+            raise ValueError("this A1 model has no obstacle box: build it with A1Config(obstacle=True)")
+        c = self._client
+        for env, centre, extent in zip(
+            np.asarray(env_ids).reshape(-1), np.asarray(centre_w), np.asarray(size), strict=True
+        ):
+            old = self._boxes.pop(int(env), None)
+            if old is not None:
+                p.removeBody(old, physicsClientId=c)
+            if not np.all(extent > 0):
+                continue
+            half = tuple(float(h) for h in 0.5 * extent)
+            if half not in self._box_shapes:
+                self._box_shapes[half] = p.createCollisionShape(
+                    p.GEOM_BOX, halfExtents=half, physicsClientId=c
+                )
+            position = (centre + self._origins[env]).tolist()
+            box = p.createMultiBody(0.0, self._box_shapes[half], basePosition=position, physicsClientId=c)
+            p.changeDynamics(box, -1, lateralFriction=1.0, physicsClientId=c)
+            p.setCollisionFilterGroupMask(box, -1, _FLOOR_GROUP, _ROBOT_GROUP, physicsClientId=c)
+            self._boxes[int(env)] = box
+
     # ----------------------------------------------------------------------------------- step
     def step(self, action: np.ndarray) -> QuadrupedState:
         """Apply actions [N, 12] (JOINT_NAMES order, unitless) for one policy step."""
@@ -176,7 +209,7 @@ class PybulletQuadrupedSim:
                     body, self._joint_ids, p.TORQUE_CONTROL, forces=tau.tolist(), physicsClientId=self._client
                 )
             p.stepSimulation(physicsClientId=self._client)
-            touch = np.maximum(touch, self._floor_forces())
+            touch = np.maximum(touch, self._ground_forces())
         state = self._observe(target, touch, bad_action)
         if state.nonfinite.any():
             bad = np.flatnonzero(state.nonfinite)
@@ -195,13 +228,15 @@ class PybulletQuadrupedSim:
         )
         return states[..., 0], states[..., 1]
 
-    def _floor_forces(self) -> np.ndarray:
-        """Normal force of the floor on each foot and the trunk [N, 5], summed over contact points."""
+    def _ground_forces(self) -> np.ndarray:
+        """Normal force of the floor and the boxes on each foot and the trunk [N, 5], summed over contact
+        points (MuJoCo's touch sensors, too, count a foot on a box as a foot in contact)."""
         forces = np.zeros((self.num_envs, len(LEGS) + 1))
-        for point in p.getContactPoints(bodyA=self._floor, physicsClientId=self._client):
-            slot = self._contact_slot.get((point[2], point[4]))
-            if slot is not None:
-                forces[slot] += point[9]
+        for ground in (self._floor, *self._boxes.values()):
+            for point in p.getContactPoints(bodyA=ground, physicsClientId=self._client):
+                slot = self._contact_slot.get((point[2], point[4]))
+                if slot is not None:
+                    forces[slot] += point[9]
         return forces
 
     def _observe(self, target: np.ndarray, touch: np.ndarray, bad_action: np.ndarray) -> QuadrupedState:
