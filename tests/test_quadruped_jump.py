@@ -103,13 +103,16 @@ def test_obstacle_commands_put_a_box_of_the_level_height_between_start_and_landi
     box = command[:, OBSTACLE_SIZE]
     assert ((box[:, 2] >= 0.27 - 1e-6) & (box[:, 2] <= 0.3 + 1e-6)).all()
     assert ((box[:, 1] >= 0.6) & (box[:, 1] <= 1.2)).all()
-    front_edge = command[:, OBSTACLE_CENTRE][:, 0] + 0.5 * box[:, 0]
-    assert (front_edge < command[:, 0]).all(), "the box must end before the landing point"
-    boxed = box[:, 2] > 0
-    assert boxed.sum() > 400 and command[boxed, 0].min() >= 0.6 and command[boxed, 0].max() > 0.95
-    short = _curriculum(num_envs=n, stage="obstacle", initial_level=10, obstacle_max_forward_m=0.7)
-    landing = short.sample(torch.arange(n), torch.Generator().manual_seed(0))[:, 0]
-    assert landing.max() <= 0.7 and landing.max() > 0.69
+    # Clear of the A1's front toes at the start (x <= 0.18 m) and of its hind toes at the landing
+    # (landing - 0.23 m), by about the same margin on either side.
+    near_edge = command[:, OBSTACLE_CENTRE][:, 0] - 0.5 * box[:, 0]
+    far_edge = command[:, OBSTACLE_CENTRE][:, 0] + 0.5 * box[:, 0]
+    before, after = near_edge - 0.18, command[:, 0] - 0.23 - far_edge
+    assert before.min() > 0.04 and after.min() > 0.04 and (before - after).abs().max() < 1e-5
+    assert command[:, 0].min() >= 0.6 and command[:, 0].max() > 0.79 and command[:, 0].max() <= 0.8
+    long = _curriculum(num_envs=n, stage="obstacle", initial_level=10, obstacle_max_forward_m=1.0)
+    landing = long.sample(torch.arange(n), torch.Generator().manual_seed(0))[:, 0]
+    assert landing.max() <= 1.0 and landing.max() > 0.99
     with pytest.raises(ValueError, match="obstacle_max_forward_m"):
         CurriculumConfig(obstacle_min_forward_m=0.8, obstacle_max_forward_m=0.7)
     fixed = _curriculum(num_envs=n, stage="obstacle", upward_fraction=0.0, fixed_obstacle_height_m=0.25)
@@ -120,7 +123,7 @@ def test_obstacle_commands_put_a_box_of_the_level_height_between_start_and_landi
 
 @pytest.mark.parametrize("simulator", ["mujoco", "pybullet"])
 def test_obstacle_stage_places_each_envs_box_and_a_robot_lands_on_its_top(simulator: str) -> None:
-    # A box deep enough for all four feet (the default 0.2 m is a hurdle to jump over).
+    # A box deep enough for all four feet (the default 0.1 m is a hurdle to jump over).
     curriculum = CurriculumConfig(
         stage="obstacle", initial_level=10, upward_fraction=0.0, obstacle_depth_m=0.6
     )

@@ -234,6 +234,22 @@ def test_a_new_stage_starts_blind_to_inputs_the_previous_one_held_constant() -> 
     assert (policy.critic[0].weight[:, 40:50] == 0).all() and (policy.critic[0].weight[:, :40] != 0).any()
 
 
+def test_a_stage_can_start_with_less_exploration_than_the_previous_one_ended(tmp_path: Path) -> None:
+    overrides = [*TINY, "upward.max_iterations=1", "forward.max_iterations=1", "forward.start_action_std=0.3"]
+    train(load_config(None, overrides), tmp_path / "run", progress=False)
+
+    def std(stage: str) -> torch.Tensor:
+        checkpoint = torch.load(
+            tmp_path / "run" / stage / "checkpoints" / "iter_000001.pt", weights_only=False
+        )
+        return checkpoint["ppo"]["policy"]["log_std"].exp()
+
+    assert (std("upward") > 0.9).all(), "the upward stage keeps the configured initial std (1.0)"
+    assert torch.allclose(std("forward"), torch.tensor(0.3), atol=0.02), "one update away from 0.3"
+    with pytest.raises(ValueError, match="start_action_std"):
+        load_config(None, ["forward.start_action_std=0"])
+
+
 def test_the_obstacle_stage_trains_and_evaluates_over_boxes(tmp_path: Path) -> None:
     config = load_config(None, [*TINY, "stages=[obstacle]", "obstacle.max_iterations=1", "eval.every=1"])
     summary = train(config, tmp_path / "run", progress=False)["obstacle"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,15 @@ class StageConfig:
     criterion_success: float = 0.8
     """The stage's evaluation criterion: upward_criterion_rate (upward) or success_rate (forward)."""
     stop_at_criterion: bool = True
+    start_action_std: float | None = None
+    """The action std a stage started from the previous one begins with (None: the previous one's).
+    The forward stage ends near 0.8: sampled actions that noisy succeed at 0.6-0.8 m in 10-12% of the
+    training jumps against 56-73% for the mean action (randomised robots, measured), and a curriculum
+    that levels up on one success and down on two failures cannot climb below about 50%."""
+
+    def __post_init__(self) -> None:
+        if self.start_action_std is not None and self.start_action_std <= 0:
+            raise ValueError(f"start_action_std must be > 0, got {self.start_action_std}")
 
 
 @dataclass
@@ -210,6 +220,9 @@ def _train_stage(
     elif previous is not None:
         ppo.policy.load_state_dict(torch.load(previous, weights_only=False)["ppo"]["policy"])
         unseen_inputs_start_ignored(ppo.policy)
+        if stage.start_action_std is not None:
+            with torch.no_grad():
+                ppo.policy.log_std.fill_(math.log(stage.start_action_std))
     start = time.perf_counter()
     try:
         last_eval = runner.learn()

@@ -53,12 +53,17 @@ class CurriculumConfig:
     """Box height at the first and the top obstacle level [m] (ANCHORS §3)."""
     obstacle_width_m: tuple[float, float] = (0.6, 1.2)
     """Box extent across the jump (y), uniform [m] (ANCHORS §3)."""
-    obstacle_depth_m: float = 0.2
-    """Box extent along the jump (x) [m] (ours)."""
+    obstacle_depth_m: float = 0.1
+    """Box extent along the jump (x) [m] (ours: a hurdle)."""
+    obstacle_centre_offset_m: float = -0.025
+    """Box centre minus half the landing distance [m] (ours): the middle of the free floor between the
+    A1's front feet at the start (toes to x = 0.18 m) and its hind feet at the landing (landing - 0.23 m).
+    That gap is landing - 0.41 m long, so a 0.1 m box leaves 0.045 m either side at a 0.6 m jump."""
     obstacle_min_forward_m: float = 0.6
-    """Shortest jump over a box [m], so the box fits between start and landing (ours)."""
-    obstacle_max_forward_m: float = 1.0
-    """Longest jump over a box [m] (ours; ANCHORS §3 jumps reach max_forward_m)."""
+    """Shortest jump over a box [m], so the box fits between the feet at start and landing (ours)."""
+    obstacle_max_forward_m: float = 0.8
+    """Longest jump over a box [m] (ours: within what the forward stage's jumps reach under
+    randomisation; ANCHORS §3 jumps reach max_forward_m)."""
     fixed_landing_m: tuple[float, float] | None = None
     """(forward, lateral) [m]: every command asks for this landing, whatever the stage and level (for
     evaluations that score one jump on many robots)."""
@@ -143,7 +148,7 @@ class JumpCurriculum:
             depth = torch.full_like(height, cfg.obstacle_depth_m)
             box = ~upward.unsqueeze(-1)
             size = torch.stack((depth, uniform(*cfg.obstacle_width_m), height), dim=-1)
-            centre = torch.stack((0.5 * forward, zero, 0.5 * height), dim=-1)
+            centre = torch.stack((0.5 * forward + cfg.obstacle_centre_offset_m, zero, 0.5 * height), dim=-1)
             command[:, OBSTACLE_SIZE] = torch.where(box, size, 0.0)
             command[:, OBSTACLE_CENTRE] = torch.where(box, centre, 0.0)
         else:
