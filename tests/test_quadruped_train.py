@@ -250,6 +250,40 @@ def test_a_stage_can_start_with_less_exploration_than_the_previous_one_ended(tmp
         load_config(None, ["forward.start_action_std=0"])
 
 
+def test_a_stage_starts_from_a_bundle_with_the_actor_held_while_its_fresh_critic_warms_up(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    bundle = export_run(tiny_run, tmp_path / "bundle")
+    overrides = [*TINY, "stages=[obstacle]", "obstacle.max_iterations=2", "eval.every=0"]
+    start = [f"obstacle.init_from_bundle={bundle}", "obstacle.critic_warmup_iterations=1"]
+    train(load_config(None, [*overrides, *start]), tmp_path / "run", progress=False)
+    exported = torch.jit.load(str(bundle / "policy.pt")).state_dict()
+
+    def policy(iteration: int) -> dict[str, torch.Tensor]:
+        path = tmp_path / "run" / "obstacle" / "checkpoints" / f"iter_{iteration:06d}.pt"
+        return torch.load(path, weights_only=False)["ppo"]["policy"]
+
+    held, trained = policy(1), policy(2)
+    for key in ("actor.2.weight", "actor.6.bias", "obs_normalizer.mean", "obs_normalizer.var"):
+        assert torch.equal(held[key], exported[key]), f"{key}: the bundle's, held through the warm-up"
+        assert key.startswith("obs") or not torch.equal(trained[key], exported[key]), "then it learns"
+    # The box inputs, constant in the bundle's stages, start ignored as after any previous stage.
+    assert (held["actor.0.weight"][:, 49:55] == 0).all()
+    torch.manual_seed(0)  # the run's seed: the stage's critic started as this one
+    fresh = build_policy(load_config(None, TINY)).state_dict()
+    assert not torch.equal(held["critic.0.weight"], fresh["critic.0.weight"]), "the critic learnt"
+    bad = tmp_path / "not-a-jump"
+    export_run(tiny_run, bad)
+    manifest = yaml.safe_load((bad / "policy.yaml").read_text())
+    (bad / "policy.yaml").write_text(yaml.safe_dump({**manifest, "task": "quadrotor_hover"}))
+    with pytest.raises(ConfigError, match="quadrotor_hover"):
+        train(
+            load_config(None, [*overrides, f"obstacle.init_from_bundle={bad}"]),
+            tmp_path / "r2",
+            progress=False,
+        )
+
+
 def test_the_obstacle_stage_trains_and_evaluates_over_boxes(tmp_path: Path) -> None:
     config = load_config(None, [*TINY, "stages=[obstacle]", "obstacle.max_iterations=1", "eval.every=1"])
     summary = train(config, tmp_path / "run", progress=False)["obstacle"]

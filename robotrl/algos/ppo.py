@@ -115,6 +115,9 @@ class PPO:
             actor_out,
         )
         self.generator = torch.Generator().manual_seed(seed)
+        self.actor_held_updates = 0
+        """Updates left in which only the critic learns: the actor, its std and its normaliser are held,
+        and the learning rate does not adapt (a critic warm-up under an actor loaded without its critic)."""
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, privileged_obs: torch.Tensor) -> torch.Tensor:
@@ -175,6 +178,8 @@ class PPO:
         s.advantages = ((adv - mean) / (std + 1e-8)).flatten(1, 2)
         totals = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "loss/kl": 0.0}
         updates = 0
+        held = self.actor_held_updates > 0
+        actor_params = [*self.policy.actor.parameters(), self.policy.log_std] if held else []
         for _ in range(cfg.num_epochs):
             for batch in s.minibatches(cfg.num_minibatches, self.generator, self.groups):
                 dist = self.policy.distribution(batch["obs"])
@@ -183,7 +188,8 @@ class PPO:
                 ratio = log_ratio.exp()
                 with torch.no_grad():
                     kl = ((ratio - 1.0) - log_ratio).mean()
-                self._adapt_learning_rate(kl.item())
+                if not held:
+                    self._adapt_learning_rate(kl.item())
                 surrogate = -torch.min(
                     ratio * batch["advantages"], ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch["advantages"]
                 ).mean()
@@ -197,6 +203,8 @@ class PPO:
                 self.optimizer.zero_grad(set_to_none=True)
                 # The sum of the members' mean losses: each member's gradient is what it would be alone.
                 (loss * self.groups).backward()
+                for param in actor_params:
+                    param.grad = None  # Adam skips a parameter without a gradient
                 self._clip_gradients()
                 self.optimizer.step()
                 totals["loss/surrogate"] += surrogate.item()
@@ -206,8 +214,10 @@ class PPO:
                 updates += 1
         s.step = 0
         # Normaliser statistics move only between rollouts, so a rollout's log-probs and its update agree.
-        self.policy.obs_normalizer.update(s.obs.flatten(0, 1))
+        if not held:
+            self.policy.obs_normalizer.update(s.obs.flatten(0, 1))
         self.policy.privileged_normalizer.update(s.privileged_obs.flatten(0, 1))
+        self.actor_held_updates = max(0, self.actor_held_updates - 1)
         out = {k: v / updates for k, v in totals.items()}
         out["train/learning_rate"] = self.learning_rate
         out["train/action_std"] = self.policy.log_std.exp().mean().item()
@@ -240,6 +250,7 @@ class PPO:
             "optimizer": self.optimizer.state_dict(),
             "learning_rate": self.learning_rate,
             "generator": self.generator.get_state(),
+            "actor_held_updates": self.actor_held_updates,
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -247,3 +258,4 @@ class PPO:
         self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
         self.learning_rate = float(state["learning_rate"])  # type: ignore[arg-type]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]
+        self.actor_held_updates = int(state.get("actor_held_updates", 0))  # type: ignore[call-overload]

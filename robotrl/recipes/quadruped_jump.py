@@ -30,7 +30,7 @@ from robotrl.envs.quadruped.jump_env import (
     QuadrupedJumpEnv,
     QuadrupedJumpEnvConfig,
 )
-from robotrl.export.bundle import ActionField, Normalization, ObservationField, PolicySpec
+from robotrl.export.bundle import ActionField, Normalization, ObservationField, PolicySpec, read_bundle
 from robotrl.export.export import export_bundle
 from robotrl.policies.mlp import ActorCritic
 from robotrl.recipes.quadrotor import PolicyConfig, prepare_run_dir
@@ -46,6 +46,12 @@ class StageConfig:
     criterion_success: float = 0.8
     """The stage's evaluation criterion: upward_criterion_rate (upward) or success_rate (forward)."""
     stop_at_criterion: bool = True
+    init_from_bundle: str | None = None
+    """A jump bundle whose actor and observation normaliser this stage starts from, instead of the
+    previous stage's weights (e.g. the obstacle stage from a committed forward bundle); the critic,
+    which a bundle does not carry, starts fresh."""
+    critic_warmup_iterations: int = 0
+    """With init_from_bundle: iterations in which only the fresh critic learns, the actor held."""
     start_action_std: float | None = None
     """The action std a stage started from the previous one begins with (None: the previous one's).
     The forward stage ends near 0.8: sampled actions that noisy succeed at 0.6-0.8 m in 10-12% of the
@@ -53,6 +59,8 @@ class StageConfig:
     that levels up on one success and down on two failures cannot climb below about 50%."""
 
     def __post_init__(self) -> None:
+        if self.critic_warmup_iterations < 0:
+            raise ValueError(f"critic_warmup_iterations must be >= 0, got {self.critic_warmup_iterations}")
         if self.start_action_std is not None and self.start_action_std <= 0:
             raise ValueError(f"start_action_std must be > 0, got {self.start_action_std}")
 
@@ -217,8 +225,12 @@ def _train_stage(
     checkpoint = runner.latest_checkpoint()
     if checkpoint is not None:
         runner.load(checkpoint)
-    elif previous is not None:
-        ppo.policy.load_state_dict(torch.load(previous, weights_only=False)["ppo"]["policy"])
+    elif previous is not None or stage.init_from_bundle is not None:
+        if stage.init_from_bundle is not None:
+            load_bundle_actor(ppo.policy, Path(stage.init_from_bundle))
+            ppo.actor_held_updates = stage.critic_warmup_iterations
+        else:
+            ppo.policy.load_state_dict(torch.load(previous, weights_only=False)["ppo"]["policy"])
         unseen_inputs_start_ignored(ppo.policy)
         if stage.start_action_std is not None:
             with torch.no_grad():
@@ -233,6 +245,31 @@ def _train_stage(
     summary = {"stage": name, **runner.summary(last_eval, start)}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def load_bundle_actor(policy: ActorCritic, bundle_dir: Path) -> None:
+    """Load a jump bundle's actor, observation normaliser and action offset (its policy.pt) into policy."""
+    task = read_bundle(bundle_dir).policy.task
+    if task != "quadruped_jump":
+        raise ConfigError(f"{bundle_dir} is a {task!r} bundle; a jump stage needs a quadruped_jump one")
+    try:
+        state = torch.jit.load(str(bundle_dir / "policy.pt")).state_dict()
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(
+            f"{bundle_dir / 'policy.pt'} is not a TorchScript policy ({error}); export it again"
+        ) from error
+    own = policy.state_dict()
+    wanted = {
+        k: v for k, v in state.items() if k.split(".")[0] in ("actor", "obs_normalizer", "action_offset")
+    }
+    wrong = sorted(k for k, v in wanted.items() if k not in own or own[k].shape != v.shape)
+    if wrong or not any(k.startswith("actor.") for k in wanted):
+        raise ConfigError(
+            f"{bundle_dir}'s actor does not fit this run's policy (mismatched: "
+            f"{wrong or 'no actor weights'}): give the stage a bundle of the same architecture "
+            "(policy.actor_hidden, observations)"
+        )
+    policy.load_state_dict(wanted, strict=False)
 
 
 def unseen_inputs_start_ignored(policy: ActorCritic) -> dict[str, list[int]]:
