@@ -145,6 +145,29 @@ def test_update_on_a_fixed_rollout_lowers_both_losses() -> None:
     assert value_after < 0.9 * value_before
 
 
+def test_a_held_actor_leaves_only_the_critic_learning_and_unclipped() -> None:
+    def one_update(held: int) -> tuple[PPO, dict[str, torch.Tensor], float]:
+        num_envs, num_steps = 64, 8
+        ppo = tiny_ppo(num_envs, num_steps, learning_rate=3e-2, desired_kl=0.01, clip=0.01)
+        _fill_rollout(ppo, num_envs, num_steps)
+        before = {k: v.clone() for k, v in ppo.policy.state_dict().items()}
+        ppo.actor_held_updates = held
+        ppo.update()
+        return ppo, before, _losses(ppo, ppo.storage.advantages)[1]
+
+    ppo, before, held_loss = one_update(held=2)
+    after = ppo.policy.state_dict()
+    for name in ("actor.0.weight", "actor.2.bias", "log_std", "obs_normalizer.mean"):
+        assert torch.equal(after[name], before[name]), f"{name} moved while held"
+    assert not torch.equal(after["critic.0.weight"], before["critic.0.weight"])
+    assert ppo.learning_rate == 3e-2, "no KL to adapt the rate to while the actor is held"
+    assert ppo.actor_held_updates == 1, "one held update used"
+    # A tight value clip (0.01) barely moves the critic of a normal update; the warm-up ignores it.
+    free, _, free_loss = one_update(held=0)
+    assert not torch.equal(free.policy.state_dict()["log_std"], before["log_std"])
+    assert held_loss < 0.7 * free_loss
+
+
 # ------------------------------------------------------------------------------------------ normaliser
 def test_a_disabled_normalizer_is_the_identity_even_after_updates() -> None:
     normalizer = RunningNormalizer(3, enabled=False)

@@ -117,7 +117,8 @@ class PPO:
         self.generator = torch.Generator().manual_seed(seed)
         self.actor_held_updates = 0
         """Updates left in which only the critic learns: the actor, its std and its normaliser are held,
-        and the learning rate does not adapt (a critic warm-up under an actor loaded without its critic)."""
+        the learning rate does not adapt and the value loss is not clipped (a critic warm-up under an
+        actor loaded without its critic)."""
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, privileged_obs: torch.Tensor) -> torch.Tensor:
@@ -194,10 +195,13 @@ class PPO:
                     ratio * batch["advantages"], ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch["advantages"]
                 ).mean()
                 value = self.policy.value(batch["privileged_obs"])
-                value_clipped = batch["values"] + (value - batch["values"]).clamp(-cfg.clip, cfg.clip)
-                value_loss = torch.max(
-                    (value - batch["returns"]) ** 2, (value_clipped - batch["returns"]) ** 2
-                ).mean()
+                value_loss = (value - batch["returns"]) ** 2
+                if not held:
+                    # Clipped about the rollout's values; a critic warming up is far from its targets and
+                    # would move only cfg.clip an update (measured: loss 1000 -> 900 in 100 iterations).
+                    value_clipped = batch["values"] + (value - batch["values"]).clamp(-cfg.clip, cfg.clip)
+                    value_loss = torch.max(value_loss, (value_clipped - batch["returns"]) ** 2)
+                value_loss = value_loss.mean()
                 entropy = dist.entropy().sum(-1).mean()
                 loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
                 self.optimizer.zero_grad(set_to_none=True)
