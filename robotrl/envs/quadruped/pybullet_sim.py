@@ -8,10 +8,10 @@ is no domain randomisation (per_env_models is refused).
 
 All robots live in one DIRECT world of their own (several instances can coexist), each on its own grid
 cell; robots collide only with the floor and their own cell's obstacle box (set_obstacles), never with
-each other or themselves, and states are reported
-relative to each robot's cell, so every env starts where MuJoCo's do. As in the MuJoCo model only the
-feet and the trunk touch the floor. The PD law is computed here each physics step and applied as
-TORQUE_CONTROL, with pybullet's default velocity motors switched off.
+each other or themselves, and states are reported relative to each robot's cell, so every env starts
+where MuJoCo's do. As in the MuJoCo model only the feet and the trunk touch the floor. The PD law is
+computed here each physics step and applied as TORQUE_CONTROL, with pybullet's default velocity motors
+switched off.
 
 Kept the same as the MuJoCo model: URDF masses and inertias (the MuJoCo model drops five 1 g
 placeholder links, so pybullet's robot is 5 g heavier), zero joint damping, friction and armature, no
