@@ -21,7 +21,7 @@ import torch
 from robotrl.algos.checkpoints import latest_checkpoint
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
-from robotrl.config import ConfigError, load_config_file, to_dict
+from robotrl.config import ConfigError, load_config_file, load_yaml, to_dict
 from robotrl.envs.quadruped.curriculum import STAGES
 from robotrl.envs.quadruped.evaluation import jump_metrics
 from robotrl.envs.quadruped.jump_env import (
@@ -30,7 +30,16 @@ from robotrl.envs.quadruped.jump_env import (
     QuadrupedJumpEnv,
     QuadrupedJumpEnvConfig,
 )
-from robotrl.export.bundle import ActionField, Normalization, ObservationField, PolicySpec, read_bundle
+from robotrl.export.bundle import (
+    MANIFEST_FILE,
+    TORCHSCRIPT_FILE,
+    ActionField,
+    BundleSpec,
+    Normalization,
+    ObservationField,
+    PolicySpec,
+    read_bundle,
+)
 from robotrl.export.export import export_bundle
 from robotrl.policies.mlp import ActorCritic
 from robotrl.recipes.quadrotor import PolicyConfig, prepare_run_dir
@@ -247,17 +256,26 @@ def _train_stage(
     return summary
 
 
-def load_bundle_actor(policy: ActorCritic, bundle_dir: Path) -> None:
-    """Load a jump bundle's actor, observation normaliser and action offset (its policy.pt) into policy."""
-    task = read_bundle(bundle_dir).policy.task
+def read_jump_bundle(bundle_dir: Path) -> BundleSpec:
+    """A checked quadruped_jump bundle. The task is read first, so that another task's bundle is named
+    as such rather than reported for the files a jump bundle has and it lacks."""
+    task = (load_yaml(bundle_dir / MANIFEST_FILE) or {}).get("task")
     if task != "quadruped_jump":
-        raise ConfigError(f"{bundle_dir} is a {task!r} bundle; a jump stage needs a quadruped_jump one")
-    try:
-        state = torch.jit.load(str(bundle_dir / "policy.pt")).state_dict()
-    except (RuntimeError, ValueError) as error:
         raise ConfigError(
-            f"{bundle_dir / 'policy.pt'} is not a TorchScript policy ({error}); export it again"
-        ) from error
+            f"{bundle_dir} is a {task!r} bundle; this needs a quadruped_jump bundle "
+            "(robotrl export RUN on a `train quadruped-jump` run)"
+        )
+    return read_bundle(bundle_dir)
+
+
+def load_bundle_actor(policy: ActorCritic, bundle_dir: Path) -> None:
+    """Load a jump bundle's actor, observation normaliser and action offset (its TorchScript) into policy."""
+    read_jump_bundle(bundle_dir)
+    path = bundle_dir / TORCHSCRIPT_FILE
+    try:
+        state = torch.jit.load(str(path)).state_dict()
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(f"{path} is not a TorchScript policy ({error}); export it again") from error
     own = policy.state_dict()
     wanted = {
         k: v for k, v in state.items() if k.split(".")[0] in ("actor", "obs_normalizer", "action_offset")

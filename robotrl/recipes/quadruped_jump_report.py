@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from robotrl.config import ConfigError, from_dict, load_yaml
+from robotrl.config import from_dict
 from robotrl.envs.quadruped.evaluation import jump_metrics
 from robotrl.envs.quadruped.jump_env import QuadrupedJumpEnv
-from robotrl.export.bundle import read_bundle
-from robotrl.recipes.quadruped_jump import QuadrupedJumpTrainConfig, eval_env_config
+from robotrl.recipes.quadruped_jump import QuadrupedJumpTrainConfig, eval_env_config, read_jump_bundle
 from robotrl.runtime.policy_runner import PolicyRunner
 
 SIMULATORS = ("mujoco", "pybullet")
@@ -34,13 +33,7 @@ LONGEST_JUMP_SUCCESS = 0.5
 
 def bundle_config(bundle_dir: Path) -> QuadrupedJumpTrainConfig:
     """The training config a jump bundle was exported with (its provenance)."""
-    task = (load_yaml(bundle_dir / "policy.yaml") or {}).get("task")
-    if task != "quadruped_jump":
-        raise ConfigError(
-            f"{bundle_dir} is a {task!r} bundle; the jump report needs a quadruped_jump bundle "
-            "(robotrl export RUN on a `train quadruped-jump` run)"
-        )
-    spec = read_bundle(bundle_dir)
+    spec = read_jump_bundle(bundle_dir)
     return from_dict(QuadrupedJumpTrainConfig, dict(spec.provenance.config), f"{bundle_dir}/policy.yaml")
 
 
