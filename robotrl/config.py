@@ -24,8 +24,18 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass `cls` from a mapping; nested dataclasses recurse, tuples are converted."""
+def _field_default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config", base: T | None = None) -> T:
+    """Build dataclass `cls` from a mapping; nested dataclasses recurse, tuples are converted.
+
+    Keys the mapping leaves out keep `base`'s values (default: the class's defaults). A nested section
+    starts from its field's own default, so `--set obstacle.max_iterations=9` keeps what the obstacle
+    field's default_factory sets (its evaluation landing) rather than a bare StageConfig's."""
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}: {data!r}")
@@ -33,11 +43,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     unknown = sorted(set(data) - set(types_))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(types_)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         kind = types_[name]
         if dataclasses.is_dataclass(kind):
-            kwargs[name] = from_dict(kind, value, f"{where}.{name}")  # type: ignore[arg-type]
+            start = getattr(base, name) if base is not None else _field_default(fields[name])
+            start = start if isinstance(start, kind) else None  # type: ignore[arg-type]
+            kwargs[name] = from_dict(kind, value, f"{where}.{name}", start)  # type: ignore[arg-type]
         elif typing.get_origin(kind) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
         elif kind is float and isinstance(value, int | str) and not isinstance(value, bool):
@@ -49,7 +62,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         else:
             kwargs[name] = value
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

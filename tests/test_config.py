@@ -48,6 +48,20 @@ def test_nested_sections_and_tuples_from_lists() -> None:
     assert config.count == 3 and config.name == "x"
 
 
+@dataclass
+class Stages:
+    plain: Inner = field(default_factory=Inner)
+    tuned: Inner = field(default_factory=lambda: Inner(rate=5.0, sizes=(7,)))
+
+
+def test_a_partial_section_keeps_its_fields_own_defaults() -> None:
+    """A section given in part starts from its field's default_factory, not from a bare Inner()."""
+    config = from_dict(Stages, apply_overrides({}, ["tuned.sizes=[3]", "plain.rate=2.0"], Stages))
+    assert config.tuned == Inner(rate=5.0, sizes=(3,))
+    assert config.plain == Inner(rate=2.0, sizes=(1,))
+    assert from_dict(Stages, {}).tuned == Inner(rate=5.0, sizes=(7,))
+
+
 def test_a_float_field_accepts_yaml_strings_and_ints_as_numbers() -> None:
     assert yaml.safe_load("3e-4") == "3e-4"  # the premise: YAML 1.1 has no float without a dot
     config = from_dict(Outer, {"inner": {"rate": "3e-4"}})

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from robotrl.config import ConfigError
 from robotrl.control.legged import (
     JUMP_OBSERVATION_LAYOUT,
+    ActionFilter,
     JointProfile,
     JumpObservation,
     LeggedState,
+    ema_alpha,
     jump_command,
     jump_outcome,
 )
@@ -130,6 +132,47 @@ def test_the_robot_side_observation_matches_the_jump_envs() -> None:
     env.close()
     assert len(has_jumped) >= 10 and clipped > 0
     assert has_jumped[0], "the drop is a flight: has_jumped must latch from the first step"
+
+
+def test_the_action_ema_halves_the_power_at_its_cutoff() -> None:
+    alpha = ema_alpha(5.0, 50.0)
+    w = 2 * math.pi * 5.0 / 50.0
+    gain = abs(alpha / (1 - (1 - alpha) * np.exp(-1j * w)))
+    assert gain == pytest.approx(1 / math.sqrt(2), rel=1e-9) and 0.4 < alpha < 0.5
+    assert ema_alpha(None, 50.0) == 1.0
+    for bad in (0.0, 25.0):
+        with pytest.raises(ValueError, match="cutoff"):
+            ema_alpha(bad, 50.0)
+
+
+def test_the_robot_side_targets_match_the_jump_envs_through_the_action_filter() -> None:
+    """Random actions, some beyond the clip, one NaN: the safety node's mapping (clip, the bundle's EMA,
+    default + scale) gives the env's joint targets, and the NaN neither moves nor poisons the filter."""
+    env = QuadrupedJumpEnv(QuadrupedJumpEnvConfig(num_envs=1, num_threads=1, action_filter_hz=5.0))
+    env.reset(seed=0)
+    spec = jump_policy_spec(
+        dataclasses.replace(QuadrupedJumpTrainConfig(), env=env.config), 1.0 / env.dt, 0.25
+    )
+    robot_filter = ActionFilter(spec.safety_limits["action_filter_alpha"], 12)
+    assert robot_filter.alpha == pytest.approx(env.action_filter_alpha) and robot_filter.alpha < 1
+    generator = torch.Generator().manual_seed(1)
+    unfiltered_moved = False
+    for k in range(12):
+        action = 6.0 * torch.randn(1, 12, generator=generator)
+        env.step(action)
+        robot = JOINTS.targets(action[0].numpy(), robot_filter)
+        np.testing.assert_allclose(
+            np.clip(robot, LOW, HIGH), env._state.joint_target[0].numpy(), atol=1e-5, err_msg=f"step {k}"
+        )
+        unfiltered = np.clip(JOINTS.targets(action[0].numpy()), LOW, HIGH)
+        unfiltered_moved |= not np.allclose(unfiltered, env._state.joint_target[0].numpy(), atol=1e-3)
+    env.close()
+    assert unfiltered_moved, "the filter must change the targets, or this test shows nothing"
+    before = robot_filter.value.copy()
+    assert np.isnan(robot_filter(np.full(12, np.nan))).all()
+    np.testing.assert_array_equal(robot_filter.value, before)
+    robot_filter.reset()
+    np.testing.assert_allclose(robot_filter(np.ones(12)), robot_filter.alpha)
 
 
 # ----------------------------------------------------------------------------------- jump score

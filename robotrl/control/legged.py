@@ -89,6 +89,42 @@ class LeggedState:
         return not self.foot_contact(threshold_n).any()
 
 
+def ema_alpha(cutoff_hz: float | None, rate_hz: float) -> float:
+    """Smoothing factor of a first-order EMA, y += alpha (x - y), whose gain is -3 dB at cutoff_hz
+    when run at rate_hz (1.0, no filtering, for None). ANCHORS section 3 filters actions at 5 Hz."""
+    if cutoff_hz is None:
+        return 1.0
+    if not 0 < cutoff_hz < rate_hz / 2:
+        raise ValueError(
+            f"action filter cutoff must be in (0, {rate_hz / 2}) Hz at {rate_hz} Hz, got {cutoff_hz}"
+        )
+    c = math.cos(2.0 * math.pi * cutoff_hz / rate_hz)
+    return c - 1.0 + math.sqrt(c * c - 4.0 * c + 3.0)
+
+
+class ActionFilter:
+    """One robot's policy actions through the EMA the training env ran them through (alpha 1: none).
+    It starts at 0, the default pose, as each training episode did."""
+
+    def __init__(self, alpha: float, size: int):
+        if not 0 < alpha <= 1:
+            raise ValueError(f"action filter alpha must be in (0, 1], got {alpha}")
+        self.alpha = float(alpha)
+        self.value = np.zeros(size)
+
+    def reset(self) -> None:
+        self.value[:] = 0.0
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        """The filtered action; a non-finite action passes through (the chain faults on it) and is not
+        remembered."""
+        action = np.asarray(action, np.float64)
+        if not np.isfinite(action).all():
+            return action
+        self.value += self.alpha * (action - self.value)
+        return self.value.copy()
+
+
 @dataclass(frozen=True)
 class JointProfile:
     """A legged robot's joints as its motor drivers and its policy see them: the `joints:` section of its
@@ -145,9 +181,12 @@ class JointProfile:
         hips = np.array([n.endswith("_hip_joint") for n in self.names])
         return self.action_scale * np.where(hips, self.hip_action_scale, 1.0)
 
-    def targets(self, action: np.ndarray) -> np.ndarray:
-        """Joint targets [J] for a policy action [J], as the training env mapped them (NaN stays NaN)."""
+    def targets(self, action: np.ndarray, action_filter: ActionFilter | None = None) -> np.ndarray:
+        """Joint targets [J] for a policy action [J], as the training env mapped them: clipped, through
+        the bundle's action filter if it has one, around the default pose (NaN stays NaN)."""
         clipped = np.clip(np.asarray(action, np.float64), -self.action_clip, self.action_clip)
+        if action_filter is not None:
+            clipped = action_filter(clipped)
         return np.asarray(self.default_pos_rad) + self.action_gain_rad * clipped
 
 

@@ -22,6 +22,7 @@ from robotrl.algos.checkpoints import latest_checkpoint
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.config import ConfigError, load_config_file, load_yaml, to_dict
+from robotrl.control.legged import ema_alpha
 from robotrl.envs.quadruped.curriculum import STAGES
 from robotrl.envs.quadruped.evaluation import jump_metrics
 from robotrl.envs.quadruped.jump_env import (
@@ -383,6 +384,7 @@ def jump_policy_spec(
             "default_joint_pos_rad": [float(q) for q in robot.standing_joint_pos],
             "action_scale": action_scale,
             "hip_action_scale": env.hip_action_scale,
+            "action_filter_alpha": ema_alpha(env.action_filter_hz, control_rate_hz),
             "min_base_height_m": env.termination.min_base_height_m,
         },
     )

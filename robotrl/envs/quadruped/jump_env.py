@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from robotrl.control.legged import ema_alpha
 from robotrl.envs.quadruped.curriculum import (
     COMMAND_DIM,
     COMMAND_FIELDS,
@@ -165,6 +166,9 @@ class QuadrupedJumpEnvConfig:
     hip_action_scale: float = 0.5
     """Hip actions are scaled by this on top of the sim's 0.25 (ANCHORS §3)."""
     action_clip: float = 10.0
+    action_filter_hz: float | None = None
+    """Cutoff of the EMA the clipped actions pass through before they become joint targets (ANCHORS §3:
+    5 Hz); None: unfiltered, as the committed bundle was trained. The bundle carries its alpha."""
     apex_gain_criterion_m: float = 0.15
     """Apex gain an in-place jump needs to count towards info['episode']['upward_criterion_rate'] [m]."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
@@ -237,6 +241,8 @@ class QuadrupedJumpEnv:
         self._torque_limit = tensor(robot.torque_limit)
         self._action_gain = torch.ones(NUM_JOINTS, device=dev)
         self._action_gain[0::3] = config.hip_action_scale
+        self.action_filter_alpha = ema_alpha(config.action_filter_hz, 1.0 / self.dt)
+        self._filtered_action = torch.zeros(n, ACTION_DIM, device=dev)
         self._leg_offsets = tensor(_leg_offsets(self.sim))
         self._start_pos = tensor(robot.standing_qpos[robot.base_qpos_adr : robot.base_qpos_adr + 3])
         self._nominal_mass = float(robot.model.body_mass[robot.trunk_body_id])
@@ -298,6 +304,7 @@ class QuadrupedJumpEnv:
         self.episode_step[env_ids] = 0
         self.previous_action[env_ids] = 0.0
         self._action_history[env_ids] = 0.0
+        self._filtered_action[env_ids] = 0.0
         self.max_height[env_ids] = self.standing_height_m
         self.landing_pos_w[env_ids] = 0.0
         self.landing_error_m[env_ids] = 0.0
@@ -351,8 +358,9 @@ class QuadrupedJumpEnv:
         bad_action = ~torch.isfinite(action).all(-1)
         clip = self.config.action_clip
         action = torch.where(bad_action.unsqueeze(-1), 0.0, action.to(self.device)).clamp(-clip, clip)
+        self._filtered_action += self.action_filter_alpha * (action - self._filtered_action)
         self._action_history = torch.roll(self._action_history, 1, dims=1)
-        self._action_history[:, 0] = action
+        self._action_history[:, 0] = self._filtered_action
         delay = self.randomisation[:, 4].long().clamp_max(self._action_history.shape[1] - 1)
         applied = self._action_history[torch.arange(self.num_envs, device=self.device), delay]
         state = self._to_torch(self.sim.step((applied * self._action_gain).cpu().numpy()))
