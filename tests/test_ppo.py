@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
-from robotrl.algos.ppo import PPO, PPOConfig, RolloutStorage, compute_gae
+from robotrl.algos.ppo import MIN_LEARNING_RATE, PPO, PPOConfig, RolloutStorage, compute_gae
 from robotrl.envs.quadrotor.env import QuadrotorEnv
 from robotrl.policies.mlp import ActorCritic, RunningNormalizer
 from robotrl.recipes.quadrotor import build_policy, load_config
@@ -166,6 +167,24 @@ def test_a_held_actor_leaves_only_the_critic_learning_and_unclipped() -> None:
     free, _, free_loss = one_update(held=0)
     assert not torch.equal(free.policy.state_dict()["log_std"], before["log_std"])
     assert held_loss < 0.7 * free_loss
+
+
+def test_a_released_actor_starts_from_the_lowest_rate_and_keeps_its_kl() -> None:
+    """A fine-tuned actor (std 0.1) released after its warm-up: Adam's first steps on moments that never
+    saw the actor move every weight by about the rate (KL 0.037 at 1e-3 here without the restart)."""
+    torch.manual_seed(0)
+    policy = ActorCritic(3, 5, 2, actor_hidden=(256, 128), critic_hidden=(64,))
+    with torch.no_grad():
+        policy.log_std.fill_(math.log(0.1))
+    ppo = PPO(policy, PPOConfig(num_steps=8, learning_rate=1e-3, desired_kl=0.01), 64, seed=0)
+    ppo.actor_held_updates = 1
+    _fill_rollout(ppo, 64, 8)
+    ppo.update()
+    assert ppo.actor_held_updates == 0 and ppo.learning_rate == MIN_LEARNING_RATE
+    _fill_rollout(ppo, 64, 8)
+    out = ppo.update()
+    assert ppo.learning_rate > MIN_LEARNING_RATE, "the KL rule lifts the rate"
+    assert out["loss/kl"] < 2 * ppo.config.desired_kl
 
 
 # ------------------------------------------------------------------------------------------ normaliser
