@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from robotrl.algos.ppo import MIN_LEARNING_RATE, PPO
 from robotrl.cli import main
 from robotrl.config import ConfigError
 from robotrl.envs.quadruped.curriculum import CurriculumConfig, JumpCurriculum
@@ -61,6 +62,24 @@ def test_stages_train_in_order_and_forward_starts_from_upward(tiny_run: Path) ->
         57, 75, 12, actor_hidden=(256, 128, 64), critic_hidden=(256, 128, 64), activation="elu"
     )
     assert (w_fw - w_up).abs().max() < (w_fw - fresh.actor[0].weight).abs().max()
+
+
+def test_a_stage_from_trained_weights_starts_its_learning_rate_at_the_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fresh Adam moments on trained weights: the forward stage, not the upward one from scratch, restarts
+    the adaptive rate (PPO.restart_learning_rate; tests/test_ppo.py shows why)."""
+    rates: list[float] = []
+    restart = PPO.restart_learning_rate
+
+    def spy(self: PPO) -> None:
+        restart(self)
+        rates.append(self.learning_rate)
+
+    monkeypatch.setattr(PPO, "restart_learning_rate", spy)
+    overrides = [*TINY, "upward.max_iterations=1", "forward.max_iterations=1", "eval.every=0"]
+    train(load_config(None, overrides), tmp_path / "run", progress=False)
+    assert rates == [MIN_LEARNING_RATE]
 
 
 def test_resume_continues_the_stage_and_restores_the_curriculum(tmp_path: Path) -> None:

@@ -226,12 +226,8 @@ class PPO:
             self.policy.obs_normalizer.update(s.obs.flatten(0, 1))
         self.policy.privileged_normalizer.update(s.privileged_obs.flatten(0, 1))
         self.actor_held_updates = max(0, self.actor_held_updates - 1)
-        if held and self.actor_held_updates == 0 and cfg.desired_kl > 0:
-            # Adam's moments never saw the actor, so its first steps move every weight by about the rate
-            # whatever the gradient: at 1e-3 the first update of a bundle's actor had KL 10 and its jumps
-            # went from 35% to 1% success (measured). From the floor, the KL rule raises the rate as far
-            # as the KL allows, minibatch by minibatch.
-            self._set_learning_rate(MIN_LEARNING_RATE)
+        if held and self.actor_held_updates == 0:
+            self.restart_learning_rate()
         out = {k: v / updates for k, v in totals.items()}
         out["train/learning_rate"] = self.learning_rate
         out["train/action_std"] = self.policy.log_std.exp().mean().item()
@@ -246,6 +242,16 @@ class PPO:
         scale = (self.config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
+
+    def restart_learning_rate(self) -> None:
+        """Start the adaptive rate from its floor: for an actor with trained weights and an optimiser
+        that never saw it (a stage started from the previous one, an actor released after its warm-up).
+        Adam's first steps move every weight by about the rate whatever the gradient: at 1e-3 the first
+        update had KL 0.88 on the upward policy starting the forward stage, and KL 10 on a bundle's
+        actor, whose jumps went from 35% to 1% success (measured). From the floor the KL rule raises
+        the rate, minibatch by minibatch, as far as the KL allows. A fixed rate (desired_kl 0) stays."""
+        if self.config.desired_kl > 0:
+            self._set_learning_rate(MIN_LEARNING_RATE)
 
     def _adapt_learning_rate(self, kl: float) -> None:
         target = self.config.desired_kl

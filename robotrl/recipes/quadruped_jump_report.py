@@ -46,7 +46,7 @@ def evaluate_bundle(
     obstacle_height_m: float | None = None,
 ) -> dict[str, float]:
     """One landing for `episodes` robots in a simulator (or RANDOMISED), the bundle through onnxruntime;
-    with obstacle_height_m, over a box that high halfway (the obstacle stage's commands)."""
+    with obstacle_height_m, over a box that high on the way (the obstacle stage's commands)."""
     if condition not in (*SIMULATORS, RANDOMISED):
         raise ValueError(f"unknown condition {condition!r}: one of {[*SIMULATORS, RANDOMISED]}")
     runner = PolicyRunner(bundle_dir)
@@ -173,7 +173,7 @@ def plot_curves(run_dir: Path, stages: tuple[str, ...], path: Path) -> None:
         offset = float(steps[-1])
     axes[0].set(title="training success per curriculum level", xlabel="env steps [M]", ylim=(0, 1.05))
     axes[1].set(title="deterministic evaluation (its stage's landing)", xlabel="env steps [M]")
-    axes[2].set(title="forward curriculum", xlabel="env steps [M]", ylabel="level")
+    axes[2].set(title="curriculum mean level", xlabel="env steps [M]", ylabel="level")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
@@ -232,11 +232,13 @@ def write_report(
     if obstacle_heights_m:
         boxes = over_obstacles(bundle_dir, config, obstacle_heights_m, episodes, conditions)
         report["over_obstacles"] = boxes
-        landing, depth = config.obstacle.eval_landing_m, config.env.curriculum.obstacle_depth_m
+        landing, curriculum = config.obstacle.eval_landing_m, config.env.curriculum
+        centre = 0.5 * landing[0] + curriculum.obstacle_centre_offset_m
         lines += [
             "",
-            f"Over a box halfway to a ({landing[0]:g}, {landing[1]:g}) m landing (the box is {depth:g} m "
-            "deep, its width drawn from the curriculum's range):",
+            f"Over a box on the way to a ({landing[0]:g}, {landing[1]:g}) m landing (centred at "
+            f"x = {centre:.3g} m, {curriculum.obstacle_depth_m:g} m deep, its width drawn from the "
+            "curriculum's range):",
             "",
             results_table(boxes, "box height [m]"),
         ]
