@@ -64,11 +64,11 @@ def test_stages_train_in_order_and_forward_starts_from_upward(tiny_run: Path) ->
     assert (w_fw - w_up).abs().max() < (w_fw - fresh.actor[0].weight).abs().max()
 
 
-def test_a_stage_from_trained_weights_starts_its_learning_rate_at_the_floor(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_bundles_actor_starts_its_learning_rate_at_the_floor(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fresh Adam moments on trained weights: the forward stage, not the upward one from scratch, restarts
-    the adaptive rate (PPO.restart_learning_rate; tests/test_ppo.py shows why)."""
+    """A bundle's trained actor under a fresh Adam: with no warm-up the stage restarts the adaptive rate
+    at once (PPO.restart_learning_rate; tests/test_ppo.py shows why and the release after a warm-up)."""
     rates: list[float] = []
     restart = PPO.restart_learning_rate
 
@@ -77,8 +77,13 @@ def test_a_stage_from_trained_weights_starts_its_learning_rate_at_the_floor(
         rates.append(self.learning_rate)
 
     monkeypatch.setattr(PPO, "restart_learning_rate", spy)
-    overrides = [*TINY, "upward.max_iterations=1", "forward.max_iterations=1", "eval.every=0"]
-    train(load_config(None, overrides), tmp_path / "run", progress=False)
+    bundle = export_run(tiny_run, tmp_path / "bundle")
+    overrides = [*TINY, "stages=[obstacle]", "obstacle.max_iterations=1", "eval.every=0"]
+    train(
+        load_config(None, [*overrides, f"obstacle.init_from_bundle={bundle}"]),
+        tmp_path / "run",
+        progress=False,
+    )
     assert rates == [MIN_LEARNING_RATE]
 
 

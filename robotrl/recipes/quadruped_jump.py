@@ -239,11 +239,11 @@ def _train_stage(
         if stage.init_from_bundle is not None:
             load_bundle_actor(ppo.policy, Path(stage.init_from_bundle))
             ppo.actor_held_updates = stage.critic_warmup_iterations
+            if ppo.actor_held_updates == 0:
+                ppo.restart_learning_rate()  # else when the warm-up releases the actor
         else:
             ppo.policy.load_state_dict(torch.load(previous, weights_only=False)["ppo"]["policy"])
         unseen_inputs_start_ignored(ppo.policy)
-        if ppo.actor_held_updates == 0:
-            ppo.restart_learning_rate()  # else when the warm-up releases the actor
         if stage.start_action_std is not None:
             with torch.no_grad():
                 ppo.policy.log_std.fill_(math.log(stage.start_action_std))
