@@ -243,6 +243,13 @@ class PPO:
         for g in grads:
             g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
+    def hold_actor(self, updates: int) -> None:
+        """Only a fresh critic learns for `updates` updates under a trained actor; the actor's first
+        update, after them or at once for 0, starts the adaptive rate at its floor."""
+        self.actor_held_updates = updates
+        if updates == 0:
+            self.restart_learning_rate()
+
     def restart_learning_rate(self) -> None:
         """Start the adaptive rate from its floor: for a trained actor under an optimiser that never saw
         it (a bundle's actor, released after its critic's warm-up or at once). Adam's first steps move

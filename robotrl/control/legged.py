@@ -121,7 +121,7 @@ class ActionFilter:
         action = np.asarray(action, np.float64)
         if not np.isfinite(action).all():
             return action
-        self.value += self.alpha * (action - self.value)
+        self.value = action - (1.0 - self.alpha) * (action - self.value)  # exactly the action at alpha 1
         return self.value.copy()
 
 

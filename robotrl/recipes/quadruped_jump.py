@@ -238,9 +238,7 @@ def _train_stage(
     elif previous is not None or stage.init_from_bundle is not None:
         if stage.init_from_bundle is not None:
             load_bundle_actor(ppo.policy, Path(stage.init_from_bundle))
-            ppo.actor_held_updates = stage.critic_warmup_iterations
-            if ppo.actor_held_updates == 0:
-                ppo.restart_learning_rate()  # else when the warm-up releases the actor
+            ppo.hold_actor(stage.critic_warmup_iterations)
         else:
             ppo.policy.load_state_dict(torch.load(previous, weights_only=False)["ppo"]["policy"])
         unseen_inputs_start_ignored(ppo.policy)

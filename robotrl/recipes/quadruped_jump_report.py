@@ -233,7 +233,7 @@ def write_report(
         boxes = over_obstacles(bundle_dir, config, obstacle_heights_m, episodes, conditions)
         report["over_obstacles"] = boxes
         landing, curriculum = config.obstacle.eval_landing_m, config.env.curriculum
-        centre = 0.5 * landing[0] + curriculum.obstacle_centre_offset_m
+        centre = curriculum.obstacle_centre_x_m(landing[0])
         lines += [
             "",
             f"Over a box on the way to a ({landing[0]:g}, {landing[1]:g}) m landing (centred at "

@@ -11,7 +11,7 @@ height grows with the level; the command is sampled here, and the env places the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 
@@ -30,6 +30,9 @@ LANDING_POS = slice(0, 3)
 LANDING_QUAT = slice(3, 7)
 OBSTACLE_CENTRE = slice(7, 10)
 OBSTACLE_SIZE = slice(10, 13)
+
+
+Distance = TypeVar("Distance", float, torch.Tensor)
 
 
 @dataclass
@@ -69,6 +72,10 @@ class CurriculumConfig:
     evaluations that score one jump on many robots)."""
     fixed_obstacle_height_m: float | None = None
     """Obstacle stage: every box this high, whatever the level (for evaluations) [m]."""
+
+    def obstacle_centre_x_m(self, forward_m: Distance) -> Distance:
+        """Where along the jump a box stands for a landing forward_m ahead [m] (float or tensor)."""
+        return 0.5 * forward_m + self.obstacle_centre_offset_m
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -148,7 +155,7 @@ class JumpCurriculum:
             depth = torch.full_like(height, cfg.obstacle_depth_m)
             box = ~upward.unsqueeze(-1)
             size = torch.stack((depth, uniform(*cfg.obstacle_width_m), height), dim=-1)
-            centre = torch.stack((0.5 * forward + cfg.obstacle_centre_offset_m, zero, 0.5 * height), dim=-1)
+            centre = torch.stack((cfg.obstacle_centre_x_m(forward), zero, 0.5 * height), dim=-1)
             command[:, OBSTACLE_SIZE] = torch.where(box, size, 0.0)
             command[:, OBSTACLE_CENTRE] = torch.where(box, centre, 0.0)
         else:

@@ -358,7 +358,8 @@ class QuadrupedJumpEnv:
         bad_action = ~torch.isfinite(action).all(-1)
         clip = self.config.action_clip
         action = torch.where(bad_action.unsqueeze(-1), 0.0, action.to(self.device)).clamp(-clip, clip)
-        self._filtered_action += self.action_filter_alpha * (action - self._filtered_action)
+        # lerp: exactly the action at alpha 1 (unfiltered)
+        self._filtered_action = torch.lerp(self._filtered_action, action, self.action_filter_alpha)
         self._action_history = torch.roll(self._action_history, 1, dims=1)
         self._action_history[:, 0] = self._filtered_action
         delay = self.randomisation[:, 4].long().clamp_max(self._action_history.shape[1] - 1)
