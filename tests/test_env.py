@@ -316,17 +316,20 @@ def test_hover_action_holds_a_level_crazyflie_at_the_target() -> None:
 
 
 def test_each_rotors_hover_action_holds_a_heavier_quadrotor_with_a_weak_rotor_level() -> None:
-    """The teacher observation's rotor_hover_action is the exact feedforward: with a payload and one rotor
-    at 70 %, commanding it (motors already there) keeps every quadrotor still; the nominal hover tips it."""
+    """The nominal hover action plus the teacher observation's rotor_hover_change is the exact feedforward:
+    with a payload and one rotor at 70 %, commanding it (motors already there) keeps every quadrotor still;
+    the nominal hover tips it. On the nominal quadrotor every input beyond the 22 values is 0."""
     drift = {}
     for name in ("rotor_hover_action", "hover_action"):
         env = make_env(num_envs=6, platform="raptor", init=AT_TARGET, observation="teacher")
-        env.reset()
+        obs = env.reset()
+        assert torch.equal(obs[:, OBSERVATION_DIM:], torch.zeros_like(obs[:, OBSERVATION_DIM:]))
         p = env.params
         weak = p.rotor_thrust_scale.clone()
         weak[:, 0] = 0.7
         env.dynamics.set_params(dataclasses.replace(p, rotor_thrust_scale=weak, mass=p.mass * 1.2))
-        feedforward = env.observe()[:, TEACHER_FEEDFORWARD[0] : TEACHER_FEEDFORWARD[1]]
+        change = env.observe()[:, TEACHER_FEEDFORWARD[0] : TEACHER_FEEDFORWARD[1]]
+        feedforward = env.nominal_params.rotor_hover_action() + change
         torch.testing.assert_close(feedforward, env.params.rotor_hover_action())
         assert (feedforward[:, 0] > feedforward[:, 1]).all()  # the weak rotor works harder
         action = feedforward if name == "rotor_hover_action" else hover_actions(env)
@@ -383,7 +386,9 @@ def test_mid_episode_changes_act_on_the_dynamics_show_to_the_teacher_and_end_wit
     assert ((gust[pushed] >= 0.2 - 1e-5) & (gust[pushed] <= 0.8 + 1e-5)).all()
     shown = privileged[:, privileged_slice("log_mass_ratio")].squeeze(-1)  # type: ignore[index]
     assert torch.allclose(shown, mass_ratio.log())
-    assert torch.equal(privileged[:, privileged_slice("rotor_thrust_scale")], rotors)  # type: ignore[index]
+    assert torch.equal(privileged[:, privileged_slice("rotor_thrust_loss")], 1.0 - rotors)  # type: ignore[index]
+    hover_change = privileged[:, privileged_slice("rotor_hover_change")]  # type: ignore[index]
+    assert torch.equal(hover_change.abs().sum(-1) > 0, heavier | weaker)  # a gust does not move it
     for _ in range(5):  # the 0.05 s gust is over
         env.step(hover_actions(env))
     assert torch.allclose(env.disturbance_force_w, force_at_start, atol=1e-6)

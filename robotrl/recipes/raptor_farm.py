@@ -26,6 +26,7 @@ from robotrl.envs.quadrotor.env import (
     TEACHER_FEEDFORWARD,
     TEACHER_OBSERVATION_DIM,
     ChangeConfig,
+    InitConfig,
     QuadrotorEnv,
     QuadrotorEnvConfig,
 )
@@ -63,10 +64,11 @@ def group_env_config(
 
 def build_group(config: RaptorTrainConfig, params: QuadrotorParams) -> GroupedActorCritic:
     """Untrained teachers for the quadrotors `params` (one row each), each offset to its hover command:
-    the nominal one ('hover') or each rotor's at the current mass and efficiencies ('rotor_hover')."""
+    the nominal one ('hover') or each rotor's at the current mass and efficiencies ('rotor_hover': the nominal
+    one plus the teacher observation's rotor_hover_change)."""
     offset = None
-    if config.policy.action_offset == "hover":
-        offset = params.hover_action().unsqueeze(-1).expand(params.num_envs, 4).clone()
+    if config.policy.action_offset in ("hover", "rotor_hover"):
+        offset = params.rotor_hover_action()
     return GroupedActorCritic(
         params.num_envs,
         TEACHER_OBSERVATION_DIM,
@@ -236,14 +238,15 @@ def evaluate_per_quadrotor(
 ) -> list[dict[str, float]]:
     """Hover metrics per quadrotor, each from `farm.eval_episodes` seeded random starts.
 
-    The flights are nominal (no disturbance force, no mid-flight change): whether a teacher flies its own
-    quadrotor, as in the hover criterion. The controller's rows are quadrotor-major: row q*K+k flies
+    The flights are nominal (the suite's random starts, no disturbance force, no mid-flight change): whether
+    a teacher flies its own quadrotor, as in the hover criterion, however hard the starts it trained from. The controller's rows are quadrotor-major: row q*K+k flies
     quadrotor q.
     """
     k = config.farm.eval_episodes
     env_config = dataclasses.replace(
         group_env_config(config, params.num_envs, k, seed=12345),
         observation_noise=0.0,
+        init=InitConfig(),
         disturbance_max_weight_fraction=0.0,
         changes=ChangeConfig(),
     )

@@ -42,9 +42,9 @@ PRIVILEGED_FIELDS: tuple[tuple[str, int], ...] = (
     ("rotor_torque_constant", 1),
     ("disturbance_accel_w", 3),
     ("target_velocity_w", 3),
-    ("rotor_thrust_scale", 4),
+    ("rotor_thrust_loss", 4),
     ("log_mass_ratio", 1),
-    ("rotor_hover_action", 4),
+    ("rotor_hover_change", 4),
 )
 """After the policy observation, in this order. The parameters are the current ones: a payload, a weak rotor
 or a gust (ChangeConfig, robotrl.envs.quadrotor.mid_flight) shows here from the step it happens."""
@@ -60,23 +60,26 @@ def privileged_slice(name: str) -> slice:
     raise KeyError(name)
 
 
-TEACHER_FIELDS = ("disturbance_accel_w", "rotor_thrust_scale", "log_mass_ratio", "rotor_hover_action")
+TEACHER_FIELDS = ("disturbance_accel_w", "rotor_thrust_loss", "log_mass_ratio", "rotor_hover_change")
 """What a RAPTOR teacher sees beyond the policy observation: what changes its quadrotor during a flight.
-Everything else it could be told is constant for a teacher trained on one quadrotor. The last field, each
-rotor's share of a level hover at the current mass and efficiencies, is what a teacher adds to its actor's
-output (TEACHER_FEEDFORWARD, `policy.action_offset: rotor_hover`)."""
+Everything else it could be told is constant for a teacher trained on one quadrotor. Each is 0 on the nominal
+quadrotor: constant non-zero inputs (efficiencies of 1, raw hover actions) act as large random first-layer
+biases, and with them only 8 of 16 teachers were kept against 15 of 16 (measured, README). The last field,
+how far each rotor's share of a level hover at the current mass and efficiencies is from the nominal hover
+action, is what a teacher adds to its actor's output on top of that action (TEACHER_FEEDFORWARD,
+`policy.action_offset: rotor_hover`)."""
 _TEACHER_SLICES = tuple(privileged_slice(name) for name in TEACHER_FIELDS)
 TEACHER_OBSERVATION_DIM = OBSERVATION_DIM + sum(s.stop - s.start for s in _TEACHER_SLICES)
 
 
 TEACHER_FEEDFORWARD = (TEACHER_OBSERVATION_DIM - ACTION_DIM, TEACHER_OBSERVATION_DIM)
-"""[start, stop) of rotor_hover_action in the teacher observation."""
+"""[start, stop) of rotor_hover_change in the teacher observation."""
 
 
 def teacher_observation(privileged_obs: torch.Tensor) -> torch.Tensor:
     """[N, TEACHER_OBSERVATION_DIM] from the privileged observation: the clean policy observation, the
-    disturbance in units of g, the rotor efficiencies, the log mass ratio to the start and each rotor's
-    hover action."""
+    disturbance in units of g, each rotor's thrust loss (1 - efficiency), the log mass ratio to the start and
+    each rotor's hover action change."""
     disturbance, rotors, mass, hover = (privileged_obs[:, s] for s in _TEACHER_SLICES)
     return torch.cat(
         (privileged_obs[:, :OBSERVATION_DIM], disturbance / GRAVITY, rotors, mass, hover), dim=-1
@@ -528,6 +531,9 @@ class QuadrotorEnv:
         """The noise-free policy observation plus what only a simulator knows (PRIVILEGED_FIELDS)."""
         p = self.params
         loading, rotor_hover = self._cached("loading", p, _LOADING_FIELDS, _loading_terms)
+        (nominal_hover,) = self._cached(
+            "nominal_hover", self.nominal_params, _LOADING_FIELDS, lambda q: (q.rotor_hover_action(),)
+        )
         return torch.cat(
             (
                 self._clean_obs,
@@ -536,9 +542,9 @@ class QuadrotorEnv:
                 self._cached("build", p, _BUILD_FIELDS, _build_terms)[0],
                 self.disturbance_force_w / p.mass.unsqueeze(-1),
                 self.target_velocity_w,
-                p.rotor_thrust_scale,
+                1.0 - p.rotor_thrust_scale,
                 (p.mass / self.nominal_params.mass).log().unsqueeze(-1),
-                rotor_hover,
+                rotor_hover - nominal_hover,
             ),
             dim=-1,
         )
