@@ -239,8 +239,8 @@ def evaluate_per_quadrotor(
     """Hover metrics per quadrotor, each from `farm.eval_episodes` seeded random starts.
 
     The flights are nominal (the suite's random starts, no disturbance force, no mid-flight change): whether
-    a teacher flies its own quadrotor, as in the hover criterion, however hard the starts it trained from. The controller's rows are quadrotor-major: row q*K+k flies
-    quadrotor q.
+    a teacher flies its own quadrotor, as in the hover criterion, however hard the starts it trained from.
+    The controller's rows are quadrotor-major: row q*K+k flies quadrotor q.
     """
     k = config.farm.eval_episodes
     env_config = dataclasses.replace(
