@@ -199,11 +199,11 @@ class QuadrotorEnvConfig:
     """What observe() returns: RAPTOR's 22 values, or a teacher's (teacher_observation: the 22 plus what
     changes the quadrotor in flight, TEACHER_FIELDS)."""
     observation_noise: float = 0.0
+    """Std of Gaussian noise added to the policy observation (not the privileged one)."""
     initial_previous_action: Literal["hover", "zero"] = "hover"
     """The 'previous action' of an episode's first observation: the quadrotor's own hover action, or 0 as
     RAPTOR and the robot-side policy node use (a policy for many quadrotors must not be told their hover
     command)."""
-    """Std of Gaussian noise added to the policy observation (not the privileged one)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
