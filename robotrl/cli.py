@@ -147,9 +147,15 @@ def cmd_train_raptor(args: argparse.Namespace) -> int:
     farm = config.farm
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.run_dir or f"runs/raptor-{farm.num_teachers}t-s{config.seed}-{stamp}")
+    precision = (
+        f" + {farm.precision_iterations} at action std {farm.precision_action_std}"
+        if farm.precision_iterations
+        else ""
+    )
     print(
         f"training {farm.num_teachers} teachers ({farm.group_size} a group, {farm.envs_per_teacher} envs "
-        f"each, {farm.iterations} PPO iterations, backend {farm.backend}) and the student in {run_dir}"
+        f"each, {farm.iterations} PPO iterations{precision}, backend {farm.backend}) and the student in "
+        f"{run_dir}"
     )
     summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
     vs, speed = summary["student_vs_teachers"], summary.get("speedup")

@@ -36,6 +36,7 @@ from robotrl.runtime.policy_runner import PolicyRunner
 
 TINY = [
     "farm.num_teachers=4", "farm.group_size=2", "farm.envs_per_teacher=16", "farm.iterations=2",
+    "farm.precision_iterations=1",
     "farm.eval_episodes=2", "farm.eval_duration_s=1.0", "farm.keep_success_rate=0.0",
     "farm.keep_rmse_m=100.0", "farm.speedup_iterations=1", "student.envs_per_teacher=2",
     "student.distill.bc_rollouts=1", "student.distill.dagger_rollouts=1", "student.distill.rollout_steps=40",
@@ -141,6 +142,18 @@ def test_each_member_learns_as_if_alone() -> None:
     for name, tensor in results[0].items():
         torch.testing.assert_close(tensor[0], results[1][name][0], msg=f"member 0's {name} changed")
         assert not torch.equal(tensor[1], results[1][name][1]), f"member 1's {name} did not see its own data"
+
+
+def test_precision_iterations_fix_the_action_std_and_keep_training_the_mean(tmp_path: Path) -> None:
+    config = load_config(overrides=[*TINY, "farm.precision_iterations=2", "farm.precision_action_std=0.02"])
+    result = raptor_farm.train_members(config, [0, 1], seed=0, out_dir=tmp_path, progress=False)
+    assert result["policy"]["log_std"].exp() == pytest.approx(torch.full((2, 4), 0.02))
+    checkpoints = sorted((tmp_path / "checkpoints").glob("iter_*.pt"))
+    assert [c.name for c in checkpoints] == ["iter_000002.pt", "iter_000004.pt"]
+    before, after = (torch.load(c, weights_only=False)["ppo"]["policy"] for c in checkpoints)
+    assert before["log_std"].exp().min() > 0.05  # the learnt std of the first iterations, not fixed
+    changed = [k for k in before if k.startswith("actor.") and not torch.equal(before[k], after[k])]
+    assert changed, "the precision iterations did not train the actor's mean"
 
 
 def test_dagger_fits_the_student_to_its_teacher() -> None:

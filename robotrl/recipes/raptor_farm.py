@@ -9,6 +9,7 @@ teachers. Ray costs about 1 ms a task here: a task is a whole group, never finer
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,14 +108,22 @@ def train_members(
     torch.set_num_threads(config.threads)
     params = sample_quadrotors(config.farm).index(torch.as_tensor(members))
     env, ppo = _group_ppo(config, params, seed)
+    farm = config.farm
     runner_config = RunnerConfig(
-        max_iterations=config.farm.iterations, checkpoint_every=50, eval_every=0, stop_at_criterion=False
+        max_iterations=farm.iterations, checkpoint_every=50, eval_every=0, stop_at_criterion=False
     )
     runner = OnPolicyRunner(env, ppo, out_dir, runner_config, progress=progress)
     checkpoint = runner.latest_checkpoint()
     if checkpoint is not None:
         runner.load(checkpoint)
     runner.learn()
+    if farm.precision_iterations:
+        log_std = ppo.policy.log_std
+        with torch.no_grad():
+            log_std.fill_(math.log(farm.precision_action_std))
+        log_std.requires_grad_(False)  # Adam skips a parameter without a gradient
+        runner.config.max_iterations += farm.precision_iterations
+        runner.learn()
     last = runner.history[-1] if runner.history else {}
     return {
         "members": members,
