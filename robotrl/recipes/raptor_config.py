@@ -33,7 +33,7 @@ class FarmConfig:
     """PPO iterations after `iterations` with every teacher's action noise fixed at precision_action_std.
     A teacher's mean action is the best one under its exploration noise, which raises the mean thrust
     (motors spin up faster than down, thrust is convex in the command): flown deterministically, the
-    teachers of the changes run hovered 0.030 m low (0.003 m with their noise on)."""
+    teachers of the changes run hovered 0.031 m low (0.003 m with their noise on)."""
     precision_action_std: float = 0.01
     """The fixed action std of the precision iterations (the learnt one ends near 0.05)."""
     eval_episodes: int = 16
