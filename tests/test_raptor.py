@@ -220,6 +220,27 @@ def test_train_raptor_writes_teachers_student_and_a_recurrent_bundle(tiny_run: P
     assert not np.allclose(runner.state["hidden"], 0.0)
 
 
+def test_student_changes_probability_gives_the_distillation_flights_changes_the_teachers_never_had(
+    tiny_run: Path,
+) -> None:
+    farm = load_teacher_farm(tiny_run)
+    config = load_config(tiny_run / "config.yaml")
+    assert config.env.changes.probability == 0.0
+    config.env.changes = dataclasses.replace(config.env.changes, window_s=(0.01, 0.02))
+    config.student = dataclasses.replace(config.student, changes_probability=1.0)
+    env = student_env(config, farm, [0, 1])
+    env.reset()
+    hover = farm.params.index(torch.tensor([0, 1])).repeat_each(config.student.envs_per_teacher)
+    for _ in range(3):
+        env.step(hover.rotor_hover_action())
+    heavier = env.params.mass > env.nominal_params.mass
+    weaker = (env.params.rotor_thrust_scale < 1.0).any(-1)
+    pushed = env.disturbance_force_w.norm(dim=-1) > 0  # the teachers' config has no constant disturbance
+    assert bool((heavier | weaker | pushed).all())
+    with pytest.raises(ValueError, match="changes_probability"):
+        dataclasses.replace(config.student, changes_probability=1.5)
+
+
 def test_resume_reuses_the_finished_stages(tiny_run: Path) -> None:
     before = json.loads((tiny_run / "stages.json").read_text())
     assert main(["train", "raptor", "--run-dir", str(tiny_run), "--resume", "--no-progress"]) == 0

@@ -57,10 +57,12 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------ student
 def student_env(config: RaptorTrainConfig, farm: TeacherFarm, teachers: list[int]) -> QuadrotorEnv:
     """The kept teachers' quadrotors, `student.envs_per_teacher` envs each, teacher-major."""
-    k = config.student.envs_per_teacher
+    k, p = config.student.envs_per_teacher, config.student.changes_probability
+    changes = config.env.changes if p is None else dataclasses.replace(config.env.changes, probability=p)
     env_config = dataclasses.replace(
         group_env_config(config, len(teachers), k, seed=config.seed + 1),
         observation_noise=config.student.observation_noise,
+        changes=changes,
     )
     return QuadrotorEnv(env_config, params=farm.params.index(torch.as_tensor(teachers)).repeat_each(k))
 

@@ -74,7 +74,16 @@ class StudentConfig:
     observation_noise: float = 0.005
     """Std of the noise on the student's observation (the teachers label from clean ones)."""
     learn_initial_state: bool = False
+    changes_probability: float | None = None
+    """Fraction of the distillation flights with a mid-flight change (env.changes' kinds and ranges); None:
+    env.changes.probability, the teachers'. The teachers label through the change from their privileged
+    observation, so the student can learn to adapt to changes its teachers were not trained on."""
     distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        p = self.changes_probability
+        if p is not None and not 0.0 <= p <= 1.0:
+            raise ValueError(f"student.changes_probability must be in [0, 1] or null, got {p}")
 
 
 @dataclass
