@@ -55,16 +55,21 @@ def test_gae_matches_a_hand_computed_example() -> None:
 
 
 # ------------------------------------------------------------------------------------------ PPO steps
-@pytest.mark.parametrize("groups", [1, 4])
-def test_minibatches_cover_the_rollout_once_and_pair_the_members_samples(groups: int) -> None:
-    """Every (step, env) sample lands in exactly one minibatch of an epoch; with groups, the k-th sample of
-    each member's block is the same step and env-within-member for all members."""
+@pytest.mark.parametrize(("groups", "max_rows"), [(1, 0), (4, 0), (4, 8)])
+def test_minibatches_cover_the_rollout_once_and_pair_the_members_samples(groups: int, max_rows: int) -> None:
+    """Every (step, env) sample lands in exactly one pass of one minibatch of an epoch; with groups, the
+    k-th sample of each member's block is the same step and env-within-member for all members."""
     steps, envs = 6, 4 * 5
     storage = RolloutStorage(steps, envs, obs_dim=2, privileged_dim=1, action_dim=1)
     step, env = torch.meshgrid(torch.arange(steps), torch.arange(envs), indexing="ij")
     storage.obs.copy_(torch.stack((step, env), dim=-1).float())
     seen = []
-    for batch in storage.minibatches(3, torch.Generator().manual_seed(0), groups):
+    batches = [
+        p for b in storage.minibatches(3, torch.Generator().manual_seed(0), groups, max_rows) for p in b
+    ]
+    assert len(batches) == (3 if max_rows == 0 else 3 * 5)  # 40-row minibatches in passes of <= 8 rows
+    for batch in batches:
+        assert max_rows == 0 or batch["obs"].shape[0] <= max_rows
         per_member = batch["obs"].view(groups, -1, 2)
         member_envs = per_member[..., 1] // (envs // groups)
         assert torch.equal(member_envs, torch.arange(groups).float().unsqueeze(-1).expand_as(member_envs))
@@ -144,6 +149,22 @@ def test_update_on_a_fixed_rollout_lowers_both_losses() -> None:
     assert abs(surrogate_before) < 1e-5  # ratio 1 on normalised advantages
     assert surrogate_after < -0.01
     assert value_after < 0.9 * value_before
+
+
+def test_an_update_in_passes_is_the_update_of_whole_minibatches() -> None:
+    """Splitting each minibatch into passes changes the speed only: same values, losses and weights."""
+    num_envs, num_steps = 64, 8
+    results = []
+    for max_rows in (0, 40):  # 128-row minibatches in passes of 32 rows; the values in slices of 1 step
+        ppo = tiny_ppo(num_envs, num_steps, learning_rate=3e-3, max_rows_per_pass=max_rows)
+        _fill_rollout(ppo, num_envs, num_steps)
+        values = ppo.storage.values.clone()
+        out = ppo.update()
+        results.append((values, out, ppo.policy.state_dict()))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-5, abs=1e-7)
+    for name, tensor in results[0][2].items():
+        torch.testing.assert_close(tensor, results[1][2][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_a_held_actor_leaves_only_the_critic_learning_and_unclipped() -> None:

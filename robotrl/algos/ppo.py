@@ -8,6 +8,7 @@ samples of each member, advantages are normalised and gradients clipped per memb
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,12 @@ class PPOConfig:
     """Adaptive learning rate: halve/raise it when the KL leaves [desired_kl/2, 2 desired_kl]; 0 disables."""
     reward_scale: float = 0.1
     """Rewards are multiplied by this before learning (keeps values near unit scale)."""
+    max_rows_per_pass: int = 16384
+    """Networks run over at most this many rows at once: a larger minibatch is split into passes whose
+    gradients add up to the minibatch's (the same update), and the rollout's values are computed in
+    slices of steps. Activations of ~16k rows stay in this CPU's cache: the 64-teacher farm's 65k-row
+    minibatches ran 1.8x faster in 4 passes, its 262k-row value pass 3.7x faster in slices (measured,
+    bench/bench_teacher_farm.py). 0: whole minibatches and rollouts."""
 
 
 class RolloutStorage:
@@ -53,8 +60,11 @@ class RolloutStorage:
         self.advantages = buf()
         self.step = 0
 
-    def minibatches(self, num_minibatches: int, generator: torch.Generator, groups: int = 1):
-        """Shuffled minibatches; with groups, each holds the same samples of every member, group-major.
+    def minibatches(
+        self, num_minibatches: int, generator: torch.Generator, groups: int = 1, max_rows: int = 0
+    ) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """Shuffled minibatches, each as passes of at most `max_rows` rows (0: one pass); with groups,
+        each pass holds the same samples of every member, group-major.
 
         Sample j of member g is storage row (step, g * E + env) for order[j] = step * E + env: one gather
         from the flat storage per tensor. Regrouping a copy of the whole rollout first and indexing that
@@ -70,10 +80,13 @@ class RolloutStorage:
             for k in ("obs", "privileged_obs", "actions", "log_probs", "values", "returns", "advantages")
         }
         member_start = torch.arange(groups).unsqueeze(-1) * per_group
+        passes = -(-size * groups // max_rows) if max_rows > 0 else 1
         for i in range(num_minibatches):
-            idx = order[i * size : (i + 1) * size]
-            rows = ((idx // per_group) * num_envs + idx % per_group + member_start).flatten()
-            yield {k: v.index_select(0, rows) for k, v in flat.items()}  # 2x faster than v[rows]
+            batch = []
+            for idx in order[i * size : (i + 1) * size].chunk(passes):
+                rows = ((idx // per_group) * num_envs + idx % per_group + member_start).flatten()
+                batch.append({k: v.index_select(0, rows) for k, v in flat.items()})  # 2x faster than v[rows]
+            yield batch
 
 
 def compute_gae(
@@ -162,10 +175,14 @@ class PPO:
     @torch.no_grad()
     def compute_returns(self, last_privileged_obs: torch.Tensor) -> None:
         s = self.storage
-        # Rows in group-major order for a grouped critic: [S, G*E] -> [G, S, E] and back.
-        by_group = s.privileged_obs.unflatten(1, (self.groups, -1)).transpose(0, 1)
-        values = self.policy.value(by_group.flatten(0, 2)).view(by_group.shape[:3])
-        s.values = values.transpose(0, 1).flatten(1, 2)
+        steps, num_envs = s.privileged_obs.shape[:2]
+        rows = self.config.max_rows_per_pass
+        per_slice = max(1, rows // num_envs) if rows > 0 else steps
+        for t in range(0, steps, per_slice):
+            # Rows in group-major order for a grouped critic: [S, G*E] -> [G, S, E] and back.
+            by_group = s.privileged_obs[t : t + per_slice].unflatten(1, (self.groups, -1)).transpose(0, 1)
+            values = self.policy.value(by_group.flatten(0, 2)).view(by_group.shape[:3])
+            s.values[t : t + per_slice] = values.transpose(0, 1).flatten(1, 2)
         s.advantages, s.returns = compute_gae(
             s.rewards,
             s.values,
@@ -186,39 +203,27 @@ class PPO:
         held = self.actor_held_updates > 0
         actor_params = [*self.policy.actor.parameters(), self.policy.log_std] if held else []
         for _ in range(cfg.num_epochs):
-            for batch in s.minibatches(cfg.num_minibatches, self.generator, self.groups):
-                dist = self.policy.distribution(batch["obs"])
-                log_prob = dist.log_prob(batch["actions"]).sum(-1)
-                log_ratio = log_prob - batch["log_probs"]
-                ratio = log_ratio.exp()
-                with torch.no_grad():
-                    kl = ((ratio - 1.0) - log_ratio).mean()
-                if not held:
-                    self._adapt_learning_rate(kl.item())
-                surrogate = -torch.min(
-                    ratio * batch["advantages"], ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch["advantages"]
-                ).mean()
-                value = self.policy.value(batch["privileged_obs"])
-                value_loss = (value - batch["returns"]) ** 2
-                if not held:
-                    # Clipped about the rollout's values; a critic warming up is far from its targets and
-                    # would move only cfg.clip an update (measured: loss 1000 -> 900 in 100 iterations).
-                    value_clipped = batch["values"] + (value - batch["values"]).clamp(-cfg.clip, cfg.clip)
-                    value_loss = torch.max(value_loss, (value_clipped - batch["returns"]) ** 2)
-                value_loss = value_loss.mean()
-                entropy = dist.entropy().sum(-1).mean()
-                loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            for passes in s.minibatches(
+                cfg.num_minibatches, self.generator, self.groups, cfg.max_rows_per_pass
+            ):
                 self.optimizer.zero_grad(set_to_none=True)
-                # The sum of the members' mean losses: each member's gradient is what it would be alone.
-                (loss * self.groups).backward()
+                rows = sum(batch["obs"].shape[0] for batch in passes)
+                losses = dict.fromkeys(totals, 0.0)
+                for batch in passes:
+                    share = batch["obs"].shape[0] / rows
+                    loss, parts = self._pass_loss(batch, held)
+                    # The sum of the members' mean losses: each member's gradient is what it would be alone.
+                    (loss * (self.groups * share)).backward()
+                    for k, v in parts.items():
+                        losses[k] += share * v
+                if not held:
+                    self._adapt_learning_rate(losses["loss/kl"])
                 for param in actor_params:
                     param.grad = None  # Adam skips a parameter without a gradient
                 self._clip_gradients()
                 self.optimizer.step()
-                totals["loss/surrogate"] += surrogate.item()
-                totals["loss/value"] += value_loss.item()
-                totals["loss/entropy"] += entropy.item()
-                totals["loss/kl"] += kl.item()
+                for k, v in losses.items():
+                    totals[k] += v
                 updates += 1
         s.step = 0
         # Normaliser statistics move only between rollouts, so a rollout's log-probs and its update agree.
@@ -232,6 +237,36 @@ class PPO:
         out["train/learning_rate"] = self.learning_rate
         out["train/action_std"] = self.policy.log_std.exp().mean().item()
         return out
+
+    def _pass_loss(self, batch: dict[str, torch.Tensor], held: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """The clipped-surrogate loss of one pass over a minibatch, and its parts as numbers."""
+        cfg = self.config
+        dist = self.policy.distribution(batch["obs"])
+        log_prob = dist.log_prob(batch["actions"]).sum(-1)
+        log_ratio = log_prob - batch["log_probs"]
+        ratio = log_ratio.exp()
+        with torch.no_grad():
+            kl = ((ratio - 1.0) - log_ratio).mean()
+        surrogate = -torch.min(
+            ratio * batch["advantages"], ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * batch["advantages"]
+        ).mean()
+        value = self.policy.value(batch["privileged_obs"])
+        value_loss = (value - batch["returns"]) ** 2
+        if not held:
+            # Clipped about the rollout's values; a critic warming up is far from its targets and
+            # would move only cfg.clip an update (measured: loss 1000 -> 900 in 100 iterations).
+            value_clipped = batch["values"] + (value - batch["values"]).clamp(-cfg.clip, cfg.clip)
+            value_loss = torch.max(value_loss, (value_clipped - batch["returns"]) ** 2)
+        value_loss = value_loss.mean()
+        entropy = dist.entropy().sum(-1).mean()
+        loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+        parts = {
+            "loss/surrogate": surrogate.item(),
+            "loss/value": value_loss.item(),
+            "loss/entropy": entropy.item(),
+            "loss/kl": kl.item(),
+        }
+        return loss, parts
 
     def _clip_gradients(self) -> None:
         if self.groups == 1:
