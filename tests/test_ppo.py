@@ -190,6 +190,23 @@ def test_a_held_actor_leaves_only_the_critic_learning_and_unclipped() -> None:
     assert held_loss < 0.7 * free_loss
 
 
+def test_a_fixed_action_std_holds_through_updates_and_a_checkpoint() -> None:
+    num_envs, num_steps = 64, 8
+    ppo = tiny_ppo(num_envs, num_steps, learning_rate=3e-3)
+    ppo.fix_action_std(0.02)
+    actor_before = ppo.policy.state_dict()["actor.0.weight"].clone()
+    _fill_rollout(ppo, num_envs, num_steps)
+    out = ppo.update()
+    assert ppo.policy.log_std.exp() == pytest.approx(torch.full((2,), 0.02))
+    assert out["train/action_std"] == pytest.approx(0.02)
+    assert not torch.equal(ppo.policy.state_dict()["actor.0.weight"], actor_before), "the mean learns"
+    resumed = tiny_ppo(num_envs, num_steps, learning_rate=3e-3)
+    resumed.load_state_dict(ppo.state_dict())
+    _fill_rollout(resumed, num_envs, num_steps)
+    resumed.update()
+    assert resumed.policy.log_std.exp() == pytest.approx(torch.full((2,), 0.02)), "resumed, it still holds"
+
+
 def test_a_released_actor_starts_from_the_lowest_rate_and_keeps_its_kl() -> None:
     """A fine-tuned actor (std 0.1) released after its warm-up: Adam's first steps on moments that never
     saw the actor move every weight by about the rate (KL 0.037 at 1e-3 here without the restart)."""

@@ -8,6 +8,7 @@ samples of each member, advantages are normalised and gradients clipped per memb
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -286,6 +287,14 @@ class PPO:
         if updates == 0:
             self.restart_learning_rate()
 
+    def fix_action_std(self, std: float | None = None) -> None:
+        """Hold the action std (at `std`, or where it is) while the rest learns: Adam skips a parameter
+        that gets no gradient. Kept in the checkpoint, so a resumed run holds it too."""
+        if std is not None:
+            with torch.no_grad():
+                self.policy.log_std.fill_(math.log(std))
+        self.policy.log_std.requires_grad_(False)
+
     def restart_learning_rate(self) -> None:
         """Start the adaptive rate from its floor: for a trained actor under an optimiser that never saw
         it (a bundle's actor, released after its critic's warm-up or at once). Adam's first steps move
@@ -319,6 +328,7 @@ class PPO:
             "learning_rate": self.learning_rate,
             "generator": self.generator.get_state(),
             "actor_held_updates": self.actor_held_updates,
+            "action_std_fixed": not self.policy.log_std.requires_grad,
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -327,3 +337,5 @@ class PPO:
         self.learning_rate = float(state["learning_rate"])  # type: ignore[arg-type]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]
         self.actor_held_updates = int(state.get("actor_held_updates", 0))  # type: ignore[call-overload]
+        if state.get("action_std_fixed", False):
+            self.fix_action_std()

@@ -180,8 +180,9 @@ def resip_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True
         env.observation_dim, env.observation_dim, env.action_dim, actor_hidden=r.hidden,
         critic_hidden=r.hidden, init_log_std=r.init_log_std, normalize_obs=True, activation="relu",
     )  # fmt: skip
-    policy.log_std.requires_grad_(r.learn_std)
     ppo = PPO(policy, r.ppo, env.num_envs, seed=config.seed)
+    if not r.learn_std:
+        ppo.fix_action_std()
     curve: list[dict[str, float]] = []
 
     def evaluate(ppo: PPO) -> dict[str, float]:

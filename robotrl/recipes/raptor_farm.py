@@ -9,7 +9,6 @@ teachers. Ray costs about 1 ms a task here: a task is a whole group, never finer
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -118,10 +117,7 @@ def train_members(
         runner.load(checkpoint)
     runner.learn()
     if farm.precision_iterations:
-        log_std = ppo.policy.log_std
-        with torch.no_grad():
-            log_std.fill_(math.log(farm.precision_action_std))
-        log_std.requires_grad_(False)  # Adam skips a parameter without a gradient
+        ppo.fix_action_std(farm.precision_action_std)
         runner.config.max_iterations += farm.precision_iterations
         runner.learn()
     last = runner.history[-1] if runner.history else {}
