@@ -16,13 +16,19 @@ from robotrl.algos.distill import DAgger, DistillConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.cli import main
 from robotrl.config import to_dict
-from robotrl.envs.quadrotor.env import TEACHER_OBSERVATION_DIM, ChangeConfig, QuadrotorEnv
+from robotrl.envs.quadrotor.env import (
+    TEACHER_FIELDS,
+    TEACHER_OBSERVATION_DIM,
+    ChangeConfig,
+    QuadrotorEnv,
+)
+from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
 from robotrl.policies.grouped_mlp import GroupedActorCritic
 from robotrl.policies.recurrent_student import RecurrentStudent
 from robotrl.recipes import raptor_farm
 from robotrl.recipes.quadrotor import prepare_run_dir
 from robotrl.recipes.raptor import StudentController, student_env
-from robotrl.recipes.raptor_config import load_config
+from robotrl.recipes.raptor_config import RaptorTrainConfig, load_config
 from robotrl.recipes.raptor_farm import (
     assemble_farm,
     build_group,
@@ -239,6 +245,27 @@ def test_student_changes_probability_gives_the_distillation_flights_changes_the_
     assert bool((heavier | weaker | pushed).all())
     with pytest.raises(ValueError, match="changes_probability"):
         dataclasses.replace(config.student, changes_probability=1.5)
+
+
+def test_teachers_read_only_the_extra_inputs_their_training_moved(tiny_run: Path) -> None:
+    """Trained without disturbances and changes, a teacher ignores a disturbance it is shown (the weights on
+    that input never trained); trained with them, it reads it."""
+    config = load_config(tiny_run / "config.yaml")
+    trained = torch.load(tiny_run / "teachers" / "group_000.pt", weights_only=False)  # as PPO left it
+    members, group_state = trained["members"], trained["policy"]
+    params = sample_quadrotors(config.farm)
+    calm = torch.zeros(len(members) * 3, TEACHER_OBSERVATION_DIM)
+    calm[:, 2] = 0.3  # 0.3 m above the target
+    pushed = calm.clone()
+    assert TEACHER_FIELDS[0] == "disturbance_accel_w"
+    pushed[:, OBSERVATION_DIM : OBSERVATION_DIM + 3] = 2.0  # [m/s^2]
+
+    def actions(config: RaptorTrainConfig, obs: torch.Tensor) -> torch.Tensor:
+        return raptor_farm._trained_group(config, params, members, group_state).deterministic_actor()(obs)
+
+    torch.testing.assert_close(actions(config, pushed), actions(config, calm), rtol=0, atol=0)
+    config.env.changes = dataclasses.replace(config.env.changes, probability=0.5)
+    assert not torch.allclose(actions(config, pushed), actions(config, calm))
 
 
 def test_resume_reuses_the_finished_stages(tiny_run: Path) -> None:

@@ -38,6 +38,7 @@ from robotrl.envs.quadrotor.evaluation import (
     fly,
     hover_metrics,
 )
+from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
 from robotrl.envs.quadrotor.params import QuadrotorParams
 from robotrl.envs.quadrotor.platforms import RaptorDistribution
 from robotrl.policies.grouped_mlp import GroupedActorCritic
@@ -272,7 +273,22 @@ def _trained_group(
 ) -> GroupedActorCritic:
     group = build_group(config, params.index(torch.as_tensor(members)))
     group.load_state_dict(state)
+    _zero_unseen_input_weights(config, group)
     return group.eval()
+
+
+def _zero_unseen_input_weights(config: RaptorTrainConfig, group: GroupedActorCritic) -> None:
+    """Teachers trained without disturbances and changes read their extra inputs only at 0: no gradient
+    reached the first-layer weights on them, which are still their random initial values. Zeroed (an exact
+    no-op on every flight they trained on), a change flown later, in the suite's adaptation flights or the
+    student's (`student.changes_probability`), reaches them through their action offset, each rotor's hover
+    command, and their feedback, not as noise through random weights. On runs/raptor-s23's 64 teachers
+    (their own quadrotors, 4 starts each): back within 0.1 m in 1 s after mass / rotor 0.49 / 0.78 before,
+    0.58 / 0.82 zeroed; the gust, which reaches them as a disturbance input, 0.36 / 0.35."""
+    if config.env.disturbance_max_weight_fraction > 0 or config.env.changes.probability > 0:
+        return  # their extra inputs moved in training: the weights on them are trained
+    with torch.no_grad():
+        group.actor[0].weight[:, OBSERVATION_DIM:] = 0.0
 
 
 def _passes(farm: FarmConfig, metrics: dict[str, float]) -> bool:
