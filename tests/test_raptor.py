@@ -31,7 +31,6 @@ from robotrl.recipes.raptor import StudentController, student_env
 from robotrl.recipes.raptor_config import RaptorTrainConfig, load_config
 from robotrl.recipes.raptor_farm import (
     assemble_farm,
-    build_group,
     load_teacher_farm,
     retry_teachers,
     sample_quadrotors,
@@ -317,8 +316,7 @@ def test_teachers_not_kept_are_retrained_and_a_kept_retry_teaches(
     obs = torch.randn(8, TEACHER_OBSERVATION_DIM)
     retried = torch.load(run / "teachers" / "retry_00.pt", weights_only=False)
     assert retried["members"] == [1, 2]
-    retry_group = build_group(config, farm.params.index(torch.tensor([1, 2])))
-    retry_group.load_state_dict(retried["policy"])
+    retry_group = raptor_farm._trained_group(config, farm.params, [1, 2], retried["policy"])
     torch.testing.assert_close(farm.actor([1], 8)(obs), retry_group.select([0]).deterministic_actor()(obs))
     for t in (0, 2, 3):
         torch.testing.assert_close(farm.actor([t], 8)(obs), first[t](obs))
