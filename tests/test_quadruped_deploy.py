@@ -14,7 +14,7 @@ import numpy as np
 import pybullet_data
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from robotrl.config import ConfigError
@@ -239,6 +239,8 @@ def test_joint_range_clips_targets_into_the_range_and_keeps_damped_ones(
     offset=st.lists(st.floats(-1.0, 1.0), min_size=12, max_size=12).map(np.array),
     joint_vel=st.lists(st.floats(-30.0, 30.0), min_size=12, max_size=12).map(np.array),
 )
+# A torque exactly at the limit: the clip bounds, rounded apart from the torque, once moved this target.
+@example(targets=np.eye(12)[3] * 1.401298464324817e-45, offset=-np.eye(12)[3], joint_vel=np.zeros(12))
 def test_torque_limit_keeps_the_pd_torque_within_the_limit(
     targets: np.ndarray, offset: np.ndarray, joint_vel: np.ndarray
 ) -> None:

@@ -190,8 +190,11 @@ class TorqueLimit:
             q, qd = np.asarray(ctx.state.joint_pos), np.asarray(ctx.state.joint_vel)
         centre = q + self.kd * qd / self.kp
         half = self.max_nm / self.kp
-        # np.clip keeps NaN (damped) targets and turns finite ones NaN where the state is NaN.
-        limited = np.clip(action, centre - half, centre + half)
+        # The decision is taken on the torque itself: the clip bounds, rounded apart from it, moved targets
+        # whose torque was exactly at the limit (found by hypothesis). np.clip keeps NaN (damped) targets and
+        # turns finite ones NaN where the state is NaN (a NaN torque is never within).
+        within = np.abs(self.kp * (action - q) - self.kd * qd) <= self.max_nm
+        limited = np.where(within, action, np.clip(action, centre - half, centre + half))
         changed = np.flatnonzero(~np.isnan(action) & ~(limited == action))
         if changed.size == 0:
             return limited, Status(self.name, Verdict.OK)
