@@ -19,6 +19,7 @@ from robotrl.policies.mlp import ActorCritic
 from robotrl.recipes import quadruped_jump_report
 from robotrl.recipes.quadruped_jump import (
     build_policy,
+    eval_env_config,
     export_run,
     load_config,
     load_run,
@@ -122,6 +123,16 @@ def test_a_fixed_landing_overrides_every_level() -> None:
     curriculum.level[:] = torch.arange(6)
     command = curriculum.sample(torch.arange(6), torch.Generator().manual_seed(0))
     assert torch.allclose(command[:, 0:2], torch.tensor([0.5, 0.1]).expand(6, 2))
+
+
+def test_evaluation_scores_on_anchors_checks_whatever_margins_the_training_used() -> None:
+    config = load_config(
+        None, ["env.termination.max_post_landing_drift_m=0.06", "env.termination.max_landing_error_m=0.1"]
+    )
+    assert config.env.termination.max_post_landing_drift_m == 0.06
+    termination = eval_env_config(config, (0.8, 0.0), "obstacle", 0.2).termination
+    assert termination.max_post_landing_drift_m == 0.1
+    assert termination.max_landing_error_m == 0.2
 
 
 def test_jump_metrics_score_a_standing_robot_as_no_jump() -> None:

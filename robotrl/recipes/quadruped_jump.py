@@ -30,6 +30,7 @@ from robotrl.envs.quadruped.jump_env import (
     OBSERVATION_FIELDS,
     QuadrupedJumpEnv,
     QuadrupedJumpEnvConfig,
+    TerminationConfig,
 )
 from robotrl.export.bundle import (
     MANIFEST_FILE,
@@ -141,7 +142,8 @@ def eval_env_config(
 ) -> QuadrupedJumpEnvConfig:
     """One landing for every robot, the evaluation seed, no domain randomisation; the stage decides
     whether there are boxes (default: upward for a landing at the start, else forward), all of them
-    obstacle_height_m high (default eval.obstacle_height_m)."""
+    obstacle_height_m high (default eval.obstacle_height_m). Success is scored on ANCHORS' checks
+    (TerminationConfig's defaults) whatever margins the training used (env.termination)."""
     env = config.env
     stage = stage or ("upward" if tuple(landing_m) == (0.0, 0.0) else "forward")
     height = config.eval.obstacle_height_m if obstacle_height_m is None else obstacle_height_m
@@ -159,6 +161,7 @@ def eval_env_config(
         curriculum=curriculum,
         randomisation=dataclasses.replace(env.randomisation, enabled=False),
         init_joint_noise_rad=config.eval.init_joint_noise_rad,
+        termination=TerminationConfig(),
     )
 
 
