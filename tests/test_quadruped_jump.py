@@ -121,6 +121,31 @@ def test_obstacle_commands_put_a_box_of_the_level_height_between_start_and_landi
     assert torch.allclose(command[:, OBSTACLE_CENTRE][:, 2], torch.tensor(0.125))
 
 
+def test_obstacle_stage_rehearses_box_free_forward_jumps_that_leave_the_levels_alone() -> None:
+    n = 4000
+    cur = _curriculum(num_envs=n, stage="obstacle", initial_level=3, rehearsal_fraction=0.3)
+    command = cur.sample(torch.arange(n), torch.Generator().manual_seed(0))
+    boxed = command[:, OBSTACLE_SIZE][:, 2] > 0
+    rehearsed = ~boxed
+    assert torch.equal(boxed, cur.from_level), "only the box jumps count for the levels"
+    assert 0.25 < rehearsed.float().mean().item() < 0.35
+    assert (command[rehearsed, OBSTACLE_CENTRE.start : OBSTACLE_SIZE.stop] == 0).all()
+    forward, lateral = command[rehearsed, 0], command[rehearsed, 1]
+    assert forward.min() == 0.0 and forward.max() > 0.95 and forward.max() <= 1.0, "every forward level"
+    assert (forward < 0.6).float().mean() > 0.4, "short jumps the boxes never ask for"
+    assert lateral.abs().max() > 0.2 and (lateral.abs() <= 0.3 * (forward + 0.1) + 1e-6).all(), "level bands"
+    before = cur.level.clone()
+    cur.update(torch.arange(n)[rehearsed], torch.ones(int(rehearsed.sum()), dtype=torch.bool))
+    assert torch.equal(cur.level, before)
+    forward_stage = _curriculum(num_envs=n, initial_level=3, rehearsal_fraction=0.3)
+    assert (
+        forward_stage.from_level.sum() == 0
+        and forward_stage.sample(torch.arange(n), torch.Generator().manual_seed(0))[:, 0].min() >= 0.2 - 1e-6
+    ), "rehearsal is the obstacle stage's alone"
+    with pytest.raises(ValueError, match="rehearsal_fraction"):
+        CurriculumConfig(rehearsal_fraction=1.5)
+
+
 @pytest.mark.parametrize("simulator", ["mujoco", "pybullet"])
 def test_obstacle_stage_places_each_envs_box_and_a_robot_lands_on_its_top(simulator: str) -> None:
     # A box deep enough for all four feet (the default 0.1 m is a hurdle to jump over).
