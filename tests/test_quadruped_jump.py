@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import mujoco
@@ -30,6 +31,7 @@ from robotrl.envs.quadruped.jump_env import (
     _foot_positions_b,
     _leg_offsets,
 )
+from robotrl.envs.quadruped.model import A1Config, build_a1
 
 DROP_HEIGHT_M = 0.4
 
@@ -321,6 +323,24 @@ def test_randomisation_draws_per_env_parameters_and_delays_actions() -> None:
         targets.append(env._state.joint_target.clone())
     assert torch.allclose(targets[0], default.expand(4, -1)) and torch.allclose(targets[1], targets[0])
     assert not torch.allclose(targets[2], targets[0]), "a 2-step delay applies the action on the third step"
+
+
+def test_contact_impedance_ratio_is_randomised_log_uniform_per_env_and_off_by_default() -> None:
+    base = RandomisationConfig(enabled=True)
+    plain = _env(num_envs=64, randomisation=base)
+    plain.reset(seed=3)
+    assert {m.opt.impratio for m in plain.sim.models} == {1.0}
+    stiff = _env(num_envs=64, randomisation=dataclasses.replace(base, impratio=(1.0, 10.0)))
+    stiff.reset(seed=3)
+    ratio = np.array([m.opt.impratio for m in stiff.sim.models])
+    assert ratio.min() >= 1.0 and ratio.max() <= 10.0 and len(set(ratio.tolist())) == 64
+    assert 0.3 < (ratio < math.sqrt(10.0)).mean() < 0.7, "log-uniform: half below the geometric mean"
+    assert torch.equal(plain.randomisation, stiff.randomisation), "the other draws are unchanged"
+    assert build_a1(A1Config(impratio=10.0)).model.opt.impratio == 10.0
+    with pytest.raises(ValueError, match="impratio"):
+        RandomisationConfig(impratio=(0.5, 2.0))
+    with pytest.raises(ValueError, match="impratio"):
+        A1Config(impratio=0.0)
 
 
 def test_foot_kinematics_match_mujoco() -> None:

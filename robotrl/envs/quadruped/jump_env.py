@@ -154,6 +154,17 @@ class RandomisationConfig:
     """kp and kd each scaled by a uniform factor in 1 +- this."""
     action_delay_steps: tuple[int, int] = (0, 2)
     """Latency as whole policy steps (0-40 ms at 50 Hz), inclusive."""
+    impratio: tuple[float, float] = (1.0, 1.0)
+    """MuJoCo's frictional-to-normal impedance ratio (A1Config.impratio), log-uniform (ours): how far a
+    pushing foot creeps is a simulator's choice, and a policy fit to one creep jumps to other lengths
+    in a stiffer one (measured: a 0.5 m jump policy flew 0.59 m at 1, 0.69 m at 10, 0.65 m in pybullet).
+    Not in the critic's privileged input. (1, 1): off, and no random number is drawn for it."""
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.impratio[0] <= self.impratio[1]:
+            raise ValueError(
+                f"impratio must be a range (low, high) with 1 <= low <= high, got {self.impratio}"
+            )
 
 
 @dataclass
@@ -344,6 +355,10 @@ class QuadrupedJumpEnv:
         self.sim.set_trunk_mass(ids_np, self._nominal_mass + mass.cpu().numpy())
         self.sim.set_foot_friction(ids_np, friction.cpu().numpy())
         self.sim.set_pd_gains(ids_np, robot.kp * kp_scale.cpu().numpy(), robot.kd * kd_scale.cpu().numpy())
+        low_ratio, high_ratio = rand.impratio
+        if low_ratio < high_ratio:
+            log_ratio = uniform(math.log(low_ratio), math.log(high_ratio))
+            self.sim.set_impratio(ids_np, log_ratio.exp().cpu().numpy())
 
     # ----------------------------------------------------------------------------------- step
     def step(

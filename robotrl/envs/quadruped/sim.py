@@ -198,6 +198,12 @@ class QuadrupedSim:
         for model, mu in zip(self._own_models(env_ids), np.asarray(friction), strict=True):
             model.geom_friction[self.robot.foot_geom_ids, 0] = mu
 
+    def set_impratio(self, env_ids: np.ndarray, impratio: np.ndarray) -> None:
+        """Frictional-to-normal contact impedance ratio per env (A1Config.impratio): how far feet creep
+        below their friction limit."""
+        for model, ratio in zip(self._own_models(env_ids), np.asarray(impratio), strict=True):
+            model.opt.impratio = ratio
+
     def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
         """PD gains per env [len] or per env and joint [len, 12] [N m/rad, N m s/rad]."""
         models = self._own_models(env_ids)
