@@ -181,6 +181,8 @@ def cmd_train_raptor(args: argparse.Namespace) -> int:
 
 
 MANIPULATION_STAGES = ("diffusion", "resip", "dsrl")
+EVAL_SEED = 12345
+"""Seed of `robotrl eval`'s starts unless --seed is given."""
 
 
 def cmd_train_manipulation(args: argparse.Namespace) -> int:
@@ -401,7 +403,7 @@ def _eval_jump(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or target / "eval_jump")
     episodes = 64 if args.episodes is None else args.episodes
     heights = () if args.obstacles is None else tuple(float(h) for h in args.obstacles.split(","))
-    write_report(bundle, out_dir, distances, episodes, sims, run_dir, heights)
+    write_report(bundle, out_dir, distances, episodes, sims, run_dir, heights, seed=args.seed)
     print((out_dir / "results.md").read_text())
     print(f"wrote {out_dir / 'results.md'}, {out_dir / 'results.json'}" + (", curves.png" if run_dir else ""))
     return 0
@@ -423,7 +425,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.out or (Path(args.target) / "eval" if args.target != "geometric" else "runs/eval-geometric")
     )
     episodes = 256 if args.episodes is None else args.episodes
-    metrics = evaluate(targets, args.platform, episodes, args.mode, args.seed, args.duration, out_dir)
+    seed = EVAL_SEED if args.seed is None else args.seed
+    metrics = evaluate(targets, args.platform, episodes, args.mode, seed, args.duration, out_dir)
     _print_metrics(metrics)
     print(f"wrote {out_dir / 'metrics.md'}, {out_dir / 'metrics.json'}, {out_dir / 'flights.png'}")
     return 0
@@ -462,7 +465,10 @@ def _eval_suite(args: argparse.Namespace) -> int:
         Path(args.target) / "eval_raptor" if args.target != "geometric" else Path("runs/eval-raptor")
     )
     out_dir = Path(args.out) if args.out else default_out
-    config = SuiteConfig(episodes_per_quadrotor=8 if args.episodes is None else args.episodes, seed=args.seed)
+    config = SuiteConfig(
+        episodes_per_quadrotor=8 if args.episodes is None else args.episodes,
+        seed=EVAL_SEED if args.seed is None else args.seed,
+    )
     teachers = Path(args.teachers) if args.teachers else None
     if teachers is None and _is_raptor_run(Path(args.target)):
         teachers = Path(args.target)  # a raptor run: its student and its own teachers
@@ -567,7 +573,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("3/4 flying the bundle (onnxruntime) and the geometric baseline on the same starts ...")
     for mode in ("hover", "figure8"):
         metrics = evaluate(
-            [str(bundle_dir), "geometric"], args.platform, 256, mode, 12345, 10.0, root / f"eval_{mode}"
+            [str(bundle_dir), "geometric"], args.platform, 256, mode, EVAL_SEED, 10.0, root / f"eval_{mode}"
         )
         print(f"\n{mode}:")
         _print_metrics(metrics)
@@ -699,7 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, help="episodes (default 256); with --suite: per quadrotor (default 8)"
     )
     ev.add_argument("--mode", choices=["hover", "waypoints", "figure8"], default="hover")
-    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed of the starts (default {EVAL_SEED}; quadruped-jump: the bundle's eval.seed)",
+    )
     ev.add_argument("--duration", type=float, default=10.0, help="episode length [s]")
     ev.add_argument("--out", help="output directory (default: TARGET/eval, with --suite TARGET/eval_raptor)")
     ev.add_argument(

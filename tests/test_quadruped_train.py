@@ -187,9 +187,17 @@ def test_eval_adds_randomised_robots_and_jumps_over_boxes(
         built.append(config)
         return QuadrupedJumpEnv(config)
 
+    seeds: list[int] = []
+
+    def recording_metrics(*args: object, seed: int, **kwargs: object) -> dict[str, float]:
+        seeds.append(seed)
+        return jump_metrics(*args, seed=seed, **kwargs)
+
     monkeypatch.setattr(quadruped_jump_report, "QuadrupedJumpEnv", recording_env)
+    monkeypatch.setattr(quadruped_jump_report, "jump_metrics", recording_metrics)
     args = ["--sim", "mujoco", "--randomised", "--distances", "0.5", "--episodes", "3", "--out", str(out)]
-    assert main(["eval", str(bundle), *args, "--obstacles", "0.15"]) == 0
+    assert main(["eval", str(bundle), *args, "--obstacles", "0.15", "--seed", "7"]) == 0
+    assert seeds and set(seeds) == {7}, "--seed draws the starts of every jump"
     report = json.loads((out / "results.json").read_text())
     assert list(report["results"]) == ["mujoco", RANDOMISED]
     assert {k: list(v) for k, v in report["over_obstacles"].items()} == {
@@ -197,7 +205,7 @@ def test_eval_adds_randomised_robots_and_jumps_over_boxes(
         RANDOMISED: ["0.15"],
     }
     markdown = (out / "results.md").read_text()
-    assert f"{RANDOMISED} success" in markdown and "| 0.15 |" in markdown
+    assert f"{RANDOMISED} success" in markdown and "| 0.15 |" in markdown and "(starts seed 7)" in markdown
     # In place and 0.5 m, nominal then randomised; then the jump over the box, the same two ways.
     assert [c.randomisation.enabled for c in built] == [False, False, True, True, False, True]
     assert all(c.simulator == "mujoco" and c.num_envs == 3 for c in built)

@@ -77,9 +77,11 @@ def sim_to_sim(
     landings: list[tuple[float, float]],
     episodes: int,
     conditions: tuple[str, ...] = SIMULATORS,
+    config: QuadrupedJumpTrainConfig | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """{condition: {"dx,dy": metrics}} for every landing; a condition is a simulator or RANDOMISED."""
-    config = bundle_config(bundle_dir)
+    """{condition: {"dx,dy": metrics}} for every landing; a condition is a simulator or RANDOMISED.
+    `config` defaults to the bundle's own."""
+    config = bundle_config(bundle_dir) if config is None else config
     return {
         name: {_key(at): evaluate_bundle(bundle_dir, config, at, name, episodes) for at in landings}
         for name in conditions
@@ -190,13 +192,18 @@ def write_report(
     conditions: tuple[str, ...] = SIMULATORS,
     run_dir: Path | None = None,
     obstacle_heights_m: tuple[float, ...] = (),
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """results.md / results.json (and curves.png with a run) for an in-place jump and forward landings.
-    The success gap is between the simulators (the first is the reference), not against RANDOMISED."""
+    The success gap is between the simulators (the first is the reference), not against RANDOMISED.
+    `seed` draws other starts and box widths than the bundle's eval.seed (e.g. to check a checkpoint
+    chosen on those of eval.seed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config = bundle_config(bundle_dir)
+    if seed is not None:
+        config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, seed=seed))
     landings = [(0.0, 0.0), *((d, 0.0) for d in distances_m)]
-    results = sim_to_sim(bundle_dir, landings, episodes, conditions)
+    results = sim_to_sim(bundle_dir, landings, episodes, conditions, config)
     forward = {sim: {k: m for k, m in r.items() if k != _key((0.0, 0.0))} for sim, r in results.items()}
     longest = {sim: longest_jump(r) for sim, r in forward.items()}
     simulators = [c for c in conditions if c in SIMULATORS]
@@ -215,7 +222,8 @@ def write_report(
     lines = [
         f"# Jumping: {bundle_dir}",
         "",
-        f"{episodes} robots per landing, the bundle through onnxruntime, nominal robot (no randomisation)"
+        f"{episodes} robots per landing (starts seed {config.eval.seed}), the bundle through onnxruntime, "
+        "nominal robot (no randomisation)"
         + (f"; {RANDOMISED}: each robot with the training's domain randomisation." if RANDOMISED in conditions
            else "."),
         "Success: jumped, landed within 0.2 m of the target and stayed there until the episode's end.",
