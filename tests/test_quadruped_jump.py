@@ -140,10 +140,13 @@ def test_obstacle_stage_rehearses_box_free_forward_jumps_that_leave_the_levels_a
     cur.update(torch.arange(n)[rehearsed], torch.ones(int(rehearsed.sum()), dtype=torch.bool))
     assert torch.equal(cur.level, before)
     forward_stage = _curriculum(num_envs=n, initial_level=3, rehearsal_fraction=0.3)
-    assert (
-        forward_stage.from_level.sum() == 0
-        and forward_stage.sample(torch.arange(n), torch.Generator().manual_seed(0))[:, 0].min() >= 0.2 - 1e-6
-    ), "rehearsal is the obstacle stage's alone"
+    landing = forward_stage.sample(torch.arange(n), torch.Generator().manual_seed(0))[:, 0]
+    assert forward_stage.from_level.all() and landing.min() >= 0.2 - 1e-6, (
+        "rehearsal is the obstacle stage's alone"
+    )
+    off = _curriculum(num_envs=n, stage="obstacle", initial_level=3)
+    boxes = off.sample(torch.arange(n), torch.Generator().manual_seed(0))[:, OBSTACLE_SIZE][:, 2]
+    assert off.from_level.all() and (boxes > 0).all(), "off by default: every jump over a box"
     with pytest.raises(ValueError, match="rehearsal_fraction"):
         CurriculumConfig(rehearsal_fraction=1.5)
 

@@ -151,9 +151,8 @@ class JumpCurriculum:
         upward = draw < cfg.upward_fraction
         if self.stage == "upward":
             upward[:] = True
-        rehearsal = ~upward & (draw < cfg.upward_fraction + cfg.rehearsal_fraction)
-        if self.stage != "obstacle":
-            rehearsal[:] = False
+        rehearsing = self.stage == "obstacle" and cfg.rehearsal_fraction > 0
+        rehearsal = ~upward & (draw < cfg.upward_fraction + cfg.rehearsal_fraction) & rehearsing
         self.from_level[env_ids] = ~upward & ~rehearsal
         command = torch.zeros(n, COMMAND_DIM, device=dev)
         yaw = uniform(-cfg.max_yaw_rad, cfg.max_yaw_rad)
@@ -171,10 +170,11 @@ class JumpCurriculum:
             centre = torch.stack((cfg.obstacle_centre_x_m(forward), zero, 0.5 * height), dim=-1)
             command[:, OBSTACLE_SIZE] = torch.where(box, size, 0.0)
             command[:, OBSTACLE_CENTRE] = torch.where(box, centre, 0.0)
-            any_level = torch.randint(cfg.num_levels, (n,), generator=generator, device=dev)
-            forward_jump, sideways = self._forward_landing(any_level, uniform)
-            forward = torch.where(rehearsal, forward_jump, forward)
-            lateral = torch.where(rehearsal, sideways, lateral)
+            if rehearsing:  # off, no random number is drawn: the stage samples as it did before
+                any_level = torch.randint(cfg.num_levels, (n,), generator=generator, device=dev)
+                forward_jump, sideways = self._forward_landing(any_level, uniform)
+                forward = torch.where(rehearsal, forward_jump, forward)
+                lateral = torch.where(rehearsal, sideways, lateral)
         else:
             forward, lateral = self._forward_landing(level, uniform)
         command[:, 0] = torch.where(upward, 0.0, forward)
