@@ -248,7 +248,8 @@ def test_student_changes_probability_gives_the_distillation_flights_changes_the_
 
 def test_teachers_read_only_the_extra_inputs_their_training_moved(tiny_run: Path) -> None:
     """Trained without disturbances and changes, a teacher ignores a disturbance it is shown (the weights on
-    that input never trained); trained with them, it reads it."""
+    that input never trained); trained with them, it reads it, unless it was never told the disturbance; a
+    change input moves only teachers trained with changes."""
     config = load_config(tiny_run / "config.yaml")
     trained = torch.load(tiny_run / "teachers" / "group_000.pt", weights_only=False)  # as PPO left it
     members, group_state = trained["members"], trained["policy"]
@@ -262,9 +263,33 @@ def test_teachers_read_only_the_extra_inputs_their_training_moved(tiny_run: Path
     def actions(config: RaptorTrainConfig, obs: torch.Tensor) -> torch.Tensor:
         return raptor_farm._trained_group(config, params, members, group_state).deterministic_actor()(obs)
 
+    heavier = calm.clone()
+    heavier[:, OBSERVATION_DIM + 3 + 4] = 0.3  # log mass ratio, after the disturbance and the rotors
+
+    torch.testing.assert_close(actions(config, pushed), actions(config, calm), rtol=0, atol=0)
+    config.env.disturbance_max_weight_fraction = 0.3
+    assert not torch.allclose(actions(config, pushed), actions(config, calm))
+    torch.testing.assert_close(actions(config, heavier), actions(config, calm), rtol=0, atol=0)
+    config.env.teacher_sees_disturbance = False
     torch.testing.assert_close(actions(config, pushed), actions(config, calm), rtol=0, atol=0)
     config.env.changes = dataclasses.replace(config.env.changes, probability=0.5)
+    torch.testing.assert_close(actions(config, pushed), actions(config, calm), rtol=0, atol=0)
+    assert not torch.allclose(actions(config, heavier), actions(config, calm))
+    config.env.teacher_sees_disturbance = True
     assert not torch.allclose(actions(config, pushed), actions(config, calm))
+
+
+def test_a_teacher_not_told_the_disturbance_sees_zeros_where_it_would_be() -> None:
+    config = dataclasses.replace(
+        RaptorTrainConfig().env, num_envs=8, observation="teacher", disturbance_max_weight_fraction=0.3
+    )
+    told = QuadrotorEnv(config).reset()
+    untold = QuadrotorEnv(dataclasses.replace(config, teacher_sees_disturbance=False)).reset()
+    columns = slice(OBSERVATION_DIM, OBSERVATION_DIM + 3)
+    assert bool((told[:, columns].norm(dim=-1) > 0).all())
+    assert bool((untold[:, columns] == 0).all())
+    torch.testing.assert_close(untold[:, :OBSERVATION_DIM], told[:, :OBSERVATION_DIM], rtol=0, atol=0)
+    torch.testing.assert_close(untold[:, columns.stop :], told[:, columns.stop :], rtol=0, atol=0)
 
 
 def test_resume_reuses_the_finished_stages(tiny_run: Path) -> None:

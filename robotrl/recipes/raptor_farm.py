@@ -23,6 +23,7 @@ from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO
 from robotrl.config import ConfigError
 from robotrl.envs.quadrotor.env import (
+    TEACHER_DISTURBANCE,
     TEACHER_FEEDFORWARD,
     TEACHER_OBSERVATION_DIM,
     ChangeConfig,
@@ -38,7 +39,6 @@ from robotrl.envs.quadrotor.evaluation import (
     fly,
     hover_metrics,
 )
-from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
 from robotrl.envs.quadrotor.params import QuadrotorParams
 from robotrl.envs.quadrotor.platforms import RaptorDistribution
 from robotrl.policies.grouped_mlp import GroupedActorCritic
@@ -284,11 +284,18 @@ def _zero_unseen_input_weights(config: RaptorTrainConfig, group: GroupedActorCri
     student's (`student.changes_probability`), reaches them through their action offset, each rotor's hover
     command, and their feedback, not as noise through random weights. On runs/raptor-s23's 64 teachers
     (their own quadrotors, 4 starts each): back within 0.1 m in 1 s after mass / rotor 0.49 / 0.78 before,
-    0.58 / 0.82 zeroed; the gust, which reaches them as a disturbance input, 0.36 / 0.35."""
-    if config.env.disturbance_max_weight_fraction > 0 or config.env.changes.probability > 0:
-        return  # their extra inputs moved in training: the weights on them are trained
+    0.58 / 0.82 zeroed; the gust, which reaches them as a disturbance input, 0.36 / 0.35. The same holds
+    for the disturbance of teachers not told it (`env.teacher_sees_disturbance: false`): zeroed, they
+    ignore the suite's gusts as they ignored their training's forces."""
+    env = config.env
+    changes = env.changes.probability > 0  # a gust is a change, and it moves the disturbance input
+    disturbance = env.teacher_sees_disturbance and (env.disturbance_max_weight_fraction > 0 or changes)
+    unseen = [] if disturbance else [TEACHER_DISTURBANCE]
+    if not changes:
+        unseen.append((TEACHER_DISTURBANCE[1], TEACHER_OBSERVATION_DIM))
     with torch.no_grad():
-        group.actor[0].weight[:, OBSERVATION_DIM:] = 0.0
+        for start, stop in unseen:
+            group.actor[0].weight[:, start:stop] = 0.0
 
 
 def _passes(farm: FarmConfig, metrics: dict[str, float]) -> bool:

@@ -74,13 +74,17 @@ TEACHER_OBSERVATION_DIM = OBSERVATION_DIM + sum(s.stop - s.start for s in _TEACH
 
 TEACHER_FEEDFORWARD = (TEACHER_OBSERVATION_DIM - ACTION_DIM, TEACHER_OBSERVATION_DIM)
 """[start, stop) of rotor_hover_change in the teacher observation."""
+TEACHER_DISTURBANCE = (OBSERVATION_DIM, OBSERVATION_DIM + 3)
+"""[start, stop) of the disturbance in the teacher observation; the change fields follow it."""
 
 
-def teacher_observation(privileged_obs: torch.Tensor) -> torch.Tensor:
+def teacher_observation(privileged_obs: torch.Tensor, sees_disturbance: bool = True) -> torch.Tensor:
     """[N, TEACHER_OBSERVATION_DIM] from the privileged observation: the clean policy observation, the
     disturbance in units of g, each rotor's thrust loss (1 - efficiency), the log mass ratio to the start and
-    each rotor's hover action change."""
+    each rotor's hover action change. Without `sees_disturbance` the disturbance columns are 0."""
     disturbance, rotors, mass, hover = (privileged_obs[:, s] for s in _TEACHER_SLICES)
+    if not sees_disturbance:
+        disturbance = torch.zeros_like(disturbance)
     return torch.cat(
         (privileged_obs[:, :OBSERVATION_DIM], disturbance / GRAVITY, rotors, mass, hover), dim=-1
     )
@@ -194,6 +198,10 @@ class QuadrotorEnvConfig:
     max_angular_velocity_radps: float = 35.0
     disturbance_max_weight_fraction: float = 0.0
     """Constant per-episode world force: up to this fraction of (T/W - 1) x weight (RAPTOR: 0.3)."""
+    teacher_sees_disturbance: bool = True
+    """Whether a teacher's observation carries that force and the gusts (teacher_observation). RAPTOR's
+    teachers are not told it (ANCHORS section 1: rotor speeds and the trajectory): one that has to hold
+    against a force it cannot see learns feedback that a student, who cannot see it either, can copy."""
     changes: ChangeConfig = field(default_factory=ChangeConfig)
     observation: Literal["raptor", "teacher"] = "raptor"
     """What observe() returns: RAPTOR's 22 values, or a teacher's (teacher_observation: the 22 plus what
@@ -518,7 +526,10 @@ class QuadrotorEnv:
         does), so that a teacher's observation does not build it twice.
         """
         if self.config.observation == "teacher":
-            obs = teacher_observation(self.privileged_observation() if privileged is None else privileged)
+            obs = teacher_observation(
+                self.privileged_observation() if privileged is None else privileged,
+                self.config.teacher_sees_disturbance,
+            )
         else:
             obs = self._clean_obs
         if self.config.observation_noise > 0:
