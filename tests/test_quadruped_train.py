@@ -26,7 +26,7 @@ from robotrl.recipes.quadruped_jump import (
     train,
     unseen_inputs_start_ignored,
 )
-from robotrl.recipes.quadruped_jump_report import RANDOMISED, longest_jump, sim_to_sim
+from robotrl.recipes.quadruped_jump_report import RANDOMISED, bundle_config, longest_jump, sim_to_sim
 from robotrl.runtime.policy_runner import PolicyRunner
 
 TINY = [
@@ -171,7 +171,7 @@ def test_export_takes_a_named_iteration_and_records_which(tiny_run: Path, tmp_pa
 
 def test_sim_to_sim_scores_the_bundle_in_both_simulators(tiny_run: Path, tmp_path: Path) -> None:
     bundle = export_run(tiny_run, tmp_path / "bundle")
-    results = sim_to_sim(bundle, [(0.0, 0.0)], episodes=2)
+    results = sim_to_sim(bundle, bundle_config(bundle), [(0.0, 0.0)], episodes=2)
     assert set(results) == {"mujoco", "pybullet"}
     for metrics in (r["0.00,0.00"] for r in results.values()):
         assert metrics["episodes"] == 2 and 0.0 <= metrics["success_rate"] <= 1.0

@@ -74,14 +74,12 @@ def evaluate_bundle(
 
 def sim_to_sim(
     bundle_dir: Path,
+    config: QuadrupedJumpTrainConfig,
     landings: list[tuple[float, float]],
     episodes: int,
     conditions: tuple[str, ...] = SIMULATORS,
-    config: QuadrupedJumpTrainConfig | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """{condition: {"dx,dy": metrics}} for every landing; a condition is a simulator or RANDOMISED.
-    `config` defaults to the bundle's own."""
-    config = bundle_config(bundle_dir) if config is None else config
+    """{condition: {"dx,dy": metrics}} for every landing; a condition is a simulator or RANDOMISED."""
     return {
         name: {_key(at): evaluate_bundle(bundle_dir, config, at, name, episodes) for at in landings}
         for name in conditions
@@ -203,7 +201,7 @@ def write_report(
     if seed is not None:
         config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, seed=seed))
     landings = [(0.0, 0.0), *((d, 0.0) for d in distances_m)]
-    results = sim_to_sim(bundle_dir, landings, episodes, conditions, config)
+    results = sim_to_sim(bundle_dir, config, landings, episodes, conditions)
     forward = {sim: {k: m for k, m in r.items() if k != _key((0.0, 0.0))} for sim, r in results.items()}
     longest = {sim: longest_jump(r) for sim, r in forward.items()}
     simulators = [c for c in conditions if c in SIMULATORS]

@@ -85,12 +85,9 @@ def distill_student(
     env = student_env(config, farm, teachers)
     act = farm.actor(teachers, config.student.envs_per_teacher)
     student = RecurrentStudent(learn_initial_state=config.student.learn_initial_state)
-    sees = config.env.teacher_sees_disturbance
-
-    def teacher(privileged: torch.Tensor) -> torch.Tensor:
-        return act(teacher_observation(privileged, sees))
-
-    dagger = DAgger(student, teacher, config.student.distill, config.seed)
+    dagger = DAgger(
+        student, lambda privileged: act(teacher_observation(privileged)), config.student.distill, config.seed
+    )
     out = run_dir / "student"
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, float]] = []
