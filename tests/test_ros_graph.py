@@ -192,7 +192,11 @@ def test_estop_zeroes_the_motors_within_one_period_and_latches_until_reset(hover
         graph.spin_for(1.0)
         after = [(s, c) for s, c in log.commands if s >= before]
         first = next(i for i, (_, c) in enumerate(after) if np.array_equal(c, STOP))
-        assert after[first][0] - before <= 0.010
+        # One period of the loop: the bridge steps the robot at most once more before the stop lands.
+        # Counted in the bridge's ticks, not in wall time: a stall of this one process on a busy core
+        # delays the ticks and the stop alike (here 18 ms of wall time, still within one tick).
+        ticks = [row[0] for row in graph.nodes["bridge"].stats.trajectory]
+        assert sum(before <= t < after[first][0] for t in ticks) <= 1, after[first][0] - before
         assert all(np.array_equal(c, STOP) for _, c in after[first:])
         assert len(after) - first > 50
         assert safety.chain.mode is Mode.ESTOP
