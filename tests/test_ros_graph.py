@@ -194,9 +194,12 @@ def test_estop_zeroes_the_motors_within_one_period_and_latches_until_reset(hover
         first = next(i for i, (_, c) in enumerate(after) if np.array_equal(c, STOP))
         # One period of the loop: the bridge steps the robot at most once more before the stop lands.
         # Counted in the bridge's ticks, not in wall time: a stall of this one process on a busy core
-        # delays the ticks and the stop alike (here 18 ms of wall time, still within one tick).
+        # delays the ticks and the stop alike (up to 18 ms of wall time here, still within one tick).
+        # The wall-time guard catches what stalls the loop itself, such as a slow e-stop handler.
+        reaction_s = after[first][0] - before
         ticks = [row[0] for row in graph.nodes["bridge"].stats.trajectory]
-        assert sum(before <= t < after[first][0] for t in ticks) <= 1, after[first][0] - before
+        assert sum(before <= t < after[first][0] for t in ticks) <= 1, reaction_s
+        assert reaction_s <= 0.050
         assert all(np.array_equal(c, STOP) for _, c in after[first:])
         assert len(after) - first > 50
         assert safety.chain.mode is Mode.ESTOP
