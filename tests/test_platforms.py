@@ -54,6 +54,15 @@ def test_named_platform_loads_with_plausible_numbers(name: str) -> None:
     assert params.rotor_torque_directions[0].tolist() == [-1.0, 1.0, -1.0, 1.0]
 
 
+def test_roll_authority_ranks_the_racer_above_the_crazyflie_above_the_x500() -> None:
+    """One rotor's full thrust x arm / roll inertia: a 5-inch racer tilts fastest, a 2 kg X500 slowest."""
+    fpv, crazyflie, x500 = (float(load_platform(n).roll_authority[0]) for n in ("fpv5", "crazyflie", "x500"))
+    assert fpv > crazyflie > x500 > 0
+    cf = load_platform("crazyflie")
+    arm = float(cf.rotor_positions[0, 0, :2].norm())
+    assert crazyflie == pytest.approx(float(cf.max_thrust_per_rotor[0]) * arm / float(cf.inertia[0, 0, 0]))
+
+
 @pytest.mark.parametrize("name", available_platforms())
 def test_every_number_in_a_platform_file_has_a_source(name: str) -> None:
     raw = yaml.safe_load((PLATFORM_DIR / f"{name}.yaml").read_text())

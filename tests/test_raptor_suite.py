@@ -242,7 +242,9 @@ def test_suite_with_the_geometric_controller_and_the_official_checkpoint(tmp_pat
     on_disk = json.loads((tmp_path / "suite.json").read_text())
     assert on_disk["summary"]["crazyflie"][RAPTOR]["hover"]["success"] == 1.0
     rows = (tmp_path / "suite.csv").read_text().splitlines()
-    assert rows[0] == "fleet,group,controller,scenario,metric,quadrotor,mass_kg,thrust_to_weight,value"
+    assert rows[0] == (
+        "fleet,group,controller,scenario,metric,quadrotor,mass_kg,thrust_to_weight,roll_authority,value"
+    )
     assert any(r.startswith(f"unseen,x500,{RAPTOR},adapt_gust,recovered_in_time,x500,2.06") for r in rows)
     assert sum(",all,," in r for r in rows) > 0
     md = (tmp_path / "suite.md").read_text()

@@ -1,8 +1,9 @@
 """The report of RAPTOR's evaluation suite: suite.csv, suite.json, suite.md, PNGs, and the terminal tables.
 
 suite.csv is long-form, one value a row: fleet, group, controller, scenario, metric, quadrotor (a label, or
-'all' for the group's summary), mass_kg and thrust_to_weight (empty for 'all'), value. Values follow the
-suite's convention (robotrl.envs.quadrotor.raptor_suite): 'inf' failed, 'nan' no episode counted.
+'all' for the group's summary), mass_kg, thrust_to_weight and roll_authority (rad/s^2, QuadrotorParams;
+empty for 'all'), value. Values follow the suite's convention (robotrl.envs.quadrotor.raptor_suite): 'inf'
+failed, 'nan' no episode counted.
 suite.json holds the summaries (group -> controller -> scenario -> metric; NaN and Infinity written as
 Python's json writes them), the config, what was skipped and the student-versus-teachers check; suite.md
 has one table per group.
@@ -30,7 +31,8 @@ RAPTOR = "raptor_official"
 TEACHER_RMSE_LIMIT = 1.5
 """The student's median hover RMSE on the training quadrotors may be at most this times the teachers'."""
 CSV_COLUMNS = (
-    "fleet", "group", "controller", "scenario", "metric", "quadrotor", "mass_kg", "thrust_to_weight", "value"
+    "fleet", "group", "controller", "scenario", "metric", "quadrotor", "mass_kg", "thrust_to_weight",
+    "roll_authority", "value",
 )  # fmt: skip
 
 
@@ -130,12 +132,13 @@ def _write_csv(flights: list[Flight], path: Path) -> None:
         writer.writerow(CSV_COLUMNS)
         for flight in flights:
             fleet, scenario = flight.fleet, flight.scenario.name
-            mass, tw = fleet.params.mass.tolist(), fleet.params.thrust_to_weight.tolist()
+            p = fleet.params
+            mass, tw, roll = p.mass.tolist(), p.thrust_to_weight.tolist(), p.roll_authority.tolist()
             for metric, values in flight.per_quadrotor().items():
                 for q, value in enumerate(values.tolist()):
                     writer.writerow(
                         (fleet.name, fleet.groups[q], flight.controller, scenario, metric, fleet.labels[q],
-                         f"{mass[q]:.5g}", f"{tw[q]:.4g}", f"{value:.6g}")
+                         f"{mass[q]:.5g}", f"{tw[q]:.4g}", f"{roll[q]:.4g}", f"{value:.6g}")
                     )  # fmt: skip
             for group, metrics in flight.summary().items():
                 for metric, value in metrics.items():
@@ -147,6 +150,7 @@ def _write_csv(flights: list[Flight], path: Path) -> None:
                             scenario,
                             metric,
                             "all",
+                            "",
                             "",
                             "",
                             f"{value:.6g}",

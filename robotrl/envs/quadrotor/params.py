@@ -75,6 +75,13 @@ class QuadrotorParams:
         total = self.max_thrust_per_rotor * self.rotor_thrust_scale.sum(-1)
         return total / (self.mass * GRAVITY)
 
+    @property
+    def roll_authority(self) -> torch.Tensor:
+        """[N] one nominal rotor's full thrust times the mean arm over the roll inertia [rad/s^2]: how fast
+        the quadrotor can tilt. The distilled student's hover crashes sit on the lowest (README, RAPTOR)."""
+        arm = self.rotor_positions[..., :2].norm(dim=-1).mean(-1)
+        return self.max_thrust_per_rotor * arm / self.inertia[:, 0, 0]
+
     def rotor_thrust(self, motor_command: torch.Tensor) -> torch.Tensor:
         """Thrust [N] of a nominal rotor (efficiency 1), [N, ...], for normalised motor commands [N, ...]."""
         c = self.thrust_curve
