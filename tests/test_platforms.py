@@ -59,7 +59,7 @@ def test_roll_authority_ranks_the_racer_above_the_crazyflie_above_the_x500() -> 
     fpv, crazyflie, x500 = (float(load_platform(n).roll_authority[0]) for n in ("fpv5", "crazyflie", "x500"))
     assert fpv > crazyflie > x500 > 0
     cf = load_platform("crazyflie")
-    arm = float(cf.rotor_positions[0, 0, :2].norm())
+    arm = math.hypot(*cf.rotor_positions[0, 0, :2].tolist())
     assert crazyflie == pytest.approx(float(cf.max_thrust_per_rotor[0]) * arm / float(cf.inertia[0, 0, 0]))
 
 

@@ -599,7 +599,7 @@ def _build_terms(p: QuadrotorParams) -> tuple[torch.Tensor]:
         torch.cat(
             (
                 torch.diagonal(p.inertia, dim1=-2, dim2=-1).log(),
-                p.rotor_positions[:, 0, :2].norm(dim=-1).log().unsqueeze(-1),
+                p.arm_length.log().unsqueeze(-1),
                 torch.stack((p.motor_tau_rising, p.motor_tau_falling, p.rotor_torque_constant), dim=-1),
             ),
             dim=-1,

@@ -76,11 +76,15 @@ class QuadrotorParams:
         return total / (self.mass * GRAVITY)
 
     @property
+    def arm_length(self) -> torch.Tensor:
+        """[N] the first rotor's distance from the z axis [m]; every rotor's, the frames being symmetric."""
+        return self.rotor_positions[:, 0, :2].norm(dim=-1)
+
+    @property
     def roll_authority(self) -> torch.Tensor:
-        """[N] one nominal rotor's full thrust times the mean arm over the roll inertia [rad/s^2]: how fast
-        the quadrotor can tilt. The distilled student's hover crashes sit on the lowest (README, RAPTOR)."""
-        arm = self.rotor_positions[..., :2].norm(dim=-1).mean(-1)
-        return self.max_thrust_per_rotor * arm / self.inertia[:, 0, 0]
+        """[N] one nominal rotor's full thrust times the arm over the roll inertia [rad/s^2]: how fast the
+        quadrotor can tilt. The distilled student's hover crashes sit on the lowest (README, RAPTOR)."""
+        return self.max_thrust_per_rotor * self.arm_length / self.inertia[:, 0, 0]
 
     def rotor_thrust(self, motor_command: torch.Tensor) -> torch.Tensor:
         """Thrust [N] of a nominal rotor (efficiency 1), [N, ...], for normalised motor commands [N, ...]."""
