@@ -21,13 +21,14 @@ from robotrl.envs.quadrotor.env import (
     TEACHER_OBSERVATION_DIM,
     ChangeConfig,
     QuadrotorEnv,
+    teacher_observation,
 )
 from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
 from robotrl.policies.grouped_mlp import GroupedActorCritic
 from robotrl.policies.recurrent_student import RecurrentStudent
 from robotrl.recipes import raptor_farm
 from robotrl.recipes.quadrotor import prepare_run_dir
-from robotrl.recipes.raptor import StudentController, student_env
+from robotrl.recipes.raptor import StudentController, distillation_teachers, student_env
 from robotrl.recipes.raptor_config import RaptorTrainConfig, load_config
 from robotrl.recipes.raptor_farm import (
     assemble_farm,
@@ -244,6 +245,32 @@ def test_student_changes_probability_gives_the_distillation_flights_changes_the_
     assert bool((heavier | weaker | pushed).all())
     with pytest.raises(ValueError, match="changes_probability"):
         dataclasses.replace(config.student, changes_probability=1.5)
+
+
+def test_least_agile_teachers_fly_more_distillation_envs_each_labelled_by_its_own_teacher(
+    tiny_run: Path,
+) -> None:
+    farm = load_teacher_farm(tiny_run)
+    config = load_config(tiny_run / "config.yaml")
+    kept = farm.kept.nonzero().squeeze(-1).tolist()
+    assert len(kept) >= 2 and distillation_teachers(config, farm) == kept  # off by default
+    config.student = dataclasses.replace(config.student, least_agile_fraction=0.5, least_agile_envs_factor=3)
+    teachers = distillation_teachers(config, farm)
+    authority = farm.params.roll_authority
+    least_agile = sorted(kept, key=lambda t: float(authority[t]))[: round(0.5 * len(kept))]
+    assert teachers == sorted(kept + least_agile * 2)
+    k = config.student.envs_per_teacher
+    env = student_env(config, farm, teachers)
+    assert env.num_envs == (len(kept) + 2 * len(least_agile)) * k
+    assert torch.equal(env.params.mass, farm.params.mass[torch.tensor(teachers)].repeat_interleave(k))
+    # Each block of envs is labelled by the teacher of its quadrotor, duplicates included.
+    env.reset()
+    labels = farm.actor(teachers, k)(teacher_observation(env.privileged_observation()))
+    for row, t in enumerate(teachers):
+        alone = farm.actor([t], k)(teacher_observation(env.privileged_observation()[row * k : (row + 1) * k]))
+        torch.testing.assert_close(labels[row * k : (row + 1) * k], alone)
+    with pytest.raises(ValueError, match="least_agile"):
+        dataclasses.replace(config.student, least_agile_envs_factor=0)
 
 
 def test_teachers_read_only_the_extra_inputs_their_training_moved(tiny_run: Path) -> None:

@@ -67,6 +67,17 @@ def student_env(config: RaptorTrainConfig, farm: TeacherFarm, teachers: list[int
     return QuadrotorEnv(env_config, params=farm.params.index(torch.as_tensor(teachers)).repeat_each(k))
 
 
+def distillation_teachers(config: RaptorTrainConfig, farm: TeacherFarm) -> list[int]:
+    """The kept teachers in order, each of the least agile `student.least_agile_envs_factor` times, so
+    student_env and farm.actor give their quadrotors that many times the envs."""
+    kept = farm.kept.nonzero().squeeze(-1).tolist()
+    cfg = config.student
+    authority = farm.params.roll_authority
+    count = round(cfg.least_agile_fraction * len(kept))
+    least_agile = sorted(kept, key=lambda t: float(authority[t]))[:count]
+    return sorted(kept + least_agile * (cfg.least_agile_envs_factor - 1))
+
+
 def distill_student(
     config: RaptorTrainConfig, farm: TeacherFarm, run_dir: Path, progress: bool = True
 ) -> tuple[RecurrentStudent, list[dict[str, float]]]:
@@ -76,7 +87,7 @@ def distill_student(
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    teachers = farm.kept.nonzero().squeeze(-1).tolist()
+    teachers = distillation_teachers(config, farm)
     if not teachers:
         raise RuntimeError(
             "no teacher met the keep thresholds (farm.keep_success_rate, farm.keep_rmse_m); "

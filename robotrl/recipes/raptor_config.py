@@ -80,12 +80,22 @@ class StudentConfig:
     observation. Tried at 0.5 on teachers trained without changes (README), the student learnt the gust
     (0.02 -> 0.24 recovered), not the weak rotor, and hovered the named platforms worse, so it is off. On
     the orientation-1.0 teachers it survives a weak rotor more often but still settles 0.18 m off."""
+    least_agile_fraction: float = 0.0
+    """This fraction of the kept teachers, those whose quadrotors have the least roll authority
+    (QuadrotorParams.roll_authority), fly `least_agile_envs_factor` times `envs_per_teacher` envs: the
+    student's hover crashes all sit on such quadrotors (README)."""
+    least_agile_envs_factor: int = 1
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         p = self.changes_probability
         if p is not None and not 0.0 <= p <= 1.0:
             raise ValueError(f"student.changes_probability must be in [0, 1] or null, got {p}")
+        if not 0.0 <= self.least_agile_fraction <= 1.0 or self.least_agile_envs_factor < 1:
+            raise ValueError(
+                "student.least_agile_fraction must be in [0, 1] and student.least_agile_envs_factor >= 1, "
+                f"got {self.least_agile_fraction} and {self.least_agile_envs_factor}"
+            )
 
 
 @dataclass

@@ -40,12 +40,12 @@ def summary_columns(config: SuiteConfig) -> tuple[tuple[str, str, str, str], ...
     """(scenario, metric, header, format) of each column of the summary tables."""
     deadline = f"<={config.recovery_deadline_s:g}s"
     return (
-        ("hover", "success", "hover ok", "{:.2f}"),
+        ("hover", "success", "hover ok", "{:.3f}"),
         ("hover", "rmse_m", "hover RMSE m", "{:.3f}"),
         ("step", "rise_s", "rise s", "{:.2f}"),
         ("step", "overshoot_pct", "overshoot %", "{:.0f}"),
         ("step", "settle_s", "settle s", "{:.2f}"),
-        ("figure8", "success", "fig-8 ok", "{:.2f}"),
+        ("figure8", "success", "fig-8 ok", "{:.3f}"),
         ("figure8", "rmse_m", "fig-8 RMSE m", "{:.3f}"),
         ("adapt_mass", "recovered_in_time", f"mass {deadline}", "{:.2f}"),
         ("adapt_rotor", "recovered_in_time", f"rotor {deadline}", "{:.2f}"),
