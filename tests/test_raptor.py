@@ -253,7 +253,8 @@ def test_least_agile_teachers_fly_more_distillation_envs_each_labelled_by_its_ow
     farm = load_teacher_farm(tiny_run)
     config = load_config(tiny_run / "config.yaml")
     kept = farm.kept.nonzero().squeeze(-1).tolist()
-    assert len(kept) >= 2 and distillation_teachers(config, farm) == kept  # off by default
+    config.student = dataclasses.replace(config.student, least_agile_fraction=0.0)
+    assert len(kept) >= 2 and distillation_teachers(config, farm) == kept  # each kept teacher once
     config.student = dataclasses.replace(config.student, least_agile_fraction=0.5, least_agile_envs_factor=3)
     teachers = distillation_teachers(config, farm)
     authority = farm.params.roll_authority
