@@ -61,6 +61,10 @@ def test_roll_authority_ranks_the_racer_above_the_crazyflie_above_the_x500() -> 
     cf = load_platform("crazyflie")
     arm = math.hypot(*cf.rotor_positions[0, 0, :2].tolist())
     assert crazyflie == pytest.approx(float(cf.max_thrust_per_rotor[0]) * arm / float(cf.inertia[0, 0, 0]))
+    # For sampled quadrotors it is the torque-to-inertia ratio the RAPTOR distribution draws.
+    generator = torch.Generator().manual_seed(0)
+    sampled = RaptorDistribution(torque_to_inertia=(300.0, 300.0)).sample(64, generator)
+    torch.testing.assert_close(sampled.roll_authority, torch.full((64,), 300.0))
 
 
 @pytest.mark.parametrize("name", available_platforms())

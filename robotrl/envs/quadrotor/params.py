@@ -83,7 +83,8 @@ class QuadrotorParams:
     @property
     def roll_authority(self) -> torch.Tensor:
         """[N] one nominal rotor's full thrust times the arm over the roll inertia [rad/s^2]: how fast the
-        quadrotor can tilt. The distilled student's hover crashes sit on the lowest (README, RAPTOR)."""
+        quadrotor can tilt, RAPTOR's torque-to-inertia ratio (RaptorDistribution draws it). The distilled
+        student's hover crashes sit on the lowest (README, RAPTOR)."""
         return self.max_thrust_per_rotor * self.arm_length / self.inertia[:, 0, 0]
 
     def rotor_thrust(self, motor_command: torch.Tensor) -> torch.Tensor:
