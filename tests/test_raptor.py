@@ -247,22 +247,31 @@ def test_student_changes_probability_gives_the_distillation_flights_changes_the_
         dataclasses.replace(config.student, changes_probability=1.5)
 
 
-def test_least_agile_teachers_fly_more_distillation_envs_each_labelled_by_its_own_teacher(
+def test_least_and_most_agile_teachers_fly_more_distillation_envs_each_labelled_by_its_own_teacher(
     tiny_run: Path,
 ) -> None:
     farm = load_teacher_farm(tiny_run)
     config = load_config(tiny_run / "config.yaml")
     kept = farm.kept.nonzero().squeeze(-1).tolist()
-    config.student = dataclasses.replace(config.student, least_agile_fraction=0.0)
+    config.student = dataclasses.replace(config.student, least_agile_fraction=0.0, most_agile_fraction=0.0)
     assert len(kept) >= 2 and distillation_teachers(config, farm) == kept  # each kept teacher once
-    config.student = dataclasses.replace(config.student, least_agile_fraction=0.5, least_agile_envs_factor=3)
+    config.student = dataclasses.replace(
+        config.student,
+        least_agile_fraction=0.5,
+        least_agile_envs_factor=3,
+        most_agile_fraction=0.5,
+        most_agile_envs_factor=2,
+    )
     teachers = distillation_teachers(config, farm)
     authority = farm.params.roll_authority
-    least_agile = sorted(kept, key=lambda t: float(authority[t]))[: round(0.5 * len(kept))]
-    assert teachers == sorted(kept + least_agile * 2)
+    by_authority = sorted(kept, key=lambda t: float(authority[t]))
+    # Half each way: every kept teacher is at one end, none at both (with 3 kept, both halves round to 2).
+    half = round(0.5 * len(kept))
+    least_agile, most_agile = by_authority[:half], by_authority[half:]
+    assert teachers == sorted(kept + least_agile * 2 + most_agile)
     k = config.student.envs_per_teacher
     env = student_env(config, farm, teachers)
-    assert env.num_envs == (len(kept) + 2 * len(least_agile)) * k
+    assert env.num_envs == (len(kept) + 2 * len(least_agile) + len(most_agile)) * k
     assert torch.equal(env.params.mass, farm.params.mass[torch.tensor(teachers)].repeat_interleave(k))
     # Each block of envs is labelled by the teacher of its quadrotor, duplicates included.
     env.reset()
@@ -272,6 +281,10 @@ def test_least_agile_teachers_fly_more_distillation_envs_each_labelled_by_its_ow
         torch.testing.assert_close(labels[row * k : (row + 1) * k], alone)
     with pytest.raises(ValueError, match="least_agile"):
         dataclasses.replace(config.student, least_agile_envs_factor=0)
+    with pytest.raises(ValueError, match="most_agile"):
+        dataclasses.replace(config.student, most_agile_fraction=1.5)
+    with pytest.raises(ValueError, match="overlap"):
+        dataclasses.replace(config.student, least_agile_fraction=0.6, most_agile_fraction=0.6)
 
 
 def test_teachers_read_only_the_extra_inputs_their_training_moved(tiny_run: Path) -> None:

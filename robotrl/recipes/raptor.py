@@ -68,14 +68,19 @@ def student_env(config: RaptorTrainConfig, farm: TeacherFarm, teachers: list[int
 
 
 def distillation_teachers(config: RaptorTrainConfig, farm: TeacherFarm) -> list[int]:
-    """The kept teachers in order, each of the least agile `student.least_agile_envs_factor` times, so
-    student_env and farm.actor give their quadrotors that many times the envs."""
+    """The kept teachers in order, each of the least agile `student.least_agile_envs_factor` times and each
+    of the most agile `student.most_agile_envs_factor` times, so student_env and farm.actor give their
+    quadrotors that many times the envs. The ends never overlap: the most agile are taken from the rest."""
     kept = farm.kept.nonzero().squeeze(-1).tolist()
     cfg = config.student
     authority = farm.params.roll_authority
-    count = round(cfg.least_agile_fraction * len(kept))
-    least_agile = sorted(kept, key=lambda t: float(authority[t]))[:count]
-    return sorted(kept + least_agile * (cfg.least_agile_envs_factor - 1))
+    by_authority = sorted(kept, key=lambda t: float(authority[t]))
+    least_agile = by_authority[: round(cfg.least_agile_fraction * len(kept))]
+    rest = by_authority[len(least_agile) :]
+    most_agile = rest[len(rest) - min(round(cfg.most_agile_fraction * len(kept)), len(rest)) :]
+    return sorted(
+        kept + least_agile * (cfg.least_agile_envs_factor - 1) + most_agile * (cfg.most_agile_envs_factor - 1)
+    )
 
 
 def distill_student(

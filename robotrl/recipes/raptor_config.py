@@ -85,16 +85,27 @@ class StudentConfig:
     (QuadrotorParams.roll_authority), fly `least_agile_envs_factor` times `envs_per_teacher` envs: the
     student's hover crashes all sit on such quadrotors (README)."""
     least_agile_envs_factor: int = 1
+    most_agile_fraction: float = 0.0
+    """The same at the other end, the quadrotors of most roll authority: where the student distilled with
+    more envs on the least agile ones swung 0.1-0.5 m around the hover target (README)."""
+    most_agile_envs_factor: int = 1
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         p = self.changes_probability
         if p is not None and not 0.0 <= p <= 1.0:
             raise ValueError(f"student.changes_probability must be in [0, 1] or null, got {p}")
-        if not 0.0 <= self.least_agile_fraction <= 1.0 or self.least_agile_envs_factor < 1:
+        for end in ("least_agile", "most_agile"):
+            fraction, factor = getattr(self, f"{end}_fraction"), getattr(self, f"{end}_envs_factor")
+            if not 0.0 <= fraction <= 1.0 or factor < 1:
+                raise ValueError(
+                    f"student.{end}_fraction must be in [0, 1] and student.{end}_envs_factor >= 1, "
+                    f"got {fraction} and {factor}"
+                )
+        if self.least_agile_fraction + self.most_agile_fraction > 1.0:
             raise ValueError(
-                "student.least_agile_fraction must be in [0, 1] and student.least_agile_envs_factor >= 1, "
-                f"got {self.least_agile_fraction} and {self.least_agile_envs_factor}"
+                "student.least_agile_fraction + student.most_agile_fraction must be <= 1 (the two ends must "
+                f"not overlap), got {self.least_agile_fraction} + {self.most_agile_fraction}"
             )
 
 
