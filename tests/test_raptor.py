@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
@@ -31,6 +33,7 @@ from robotrl.recipes.quadrotor import prepare_run_dir
 from robotrl.recipes.raptor import StudentController, distillation_teachers, student_env
 from robotrl.recipes.raptor_config import RaptorTrainConfig, load_config
 from robotrl.recipes.raptor_farm import (
+    TeacherFarm,
     assemble_farm,
     load_teacher_farm,
     retry_teachers,
@@ -245,6 +248,29 @@ def test_student_changes_probability_gives_the_distillation_flights_changes_the_
     assert bool((heavier | weaker | pushed).all())
     with pytest.raises(ValueError, match="changes_probability"):
         dataclasses.replace(config.student, changes_probability=1.5)
+
+
+def test_the_least_and_the_most_agile_kept_teachers_are_repeated_without_overlap() -> None:
+    """Roll authorities chosen by hand; teacher 4, the most agile, was not kept and must not count."""
+    authority = torch.tensor([500.0, 100.0, 900.0, 300.0, 1100.0, 700.0, 200.0, 1000.0, 50.0, 800.0])
+    kept = torch.ones(10, dtype=torch.bool)
+    kept[4] = False
+    farm = cast(TeacherFarm, SimpleNamespace(kept=kept, params=SimpleNamespace(roll_authority=authority)))
+    config = RaptorTrainConfig()
+    config.student = dataclasses.replace(
+        config.student,
+        least_agile_fraction=0.2,  # 2 of the 9 kept: teachers 8 and 1
+        least_agile_envs_factor=3,
+        most_agile_fraction=0.2,  # 2: teachers 7 and 2
+        most_agile_envs_factor=2,
+    )
+    assert distillation_teachers(config, farm) == [0, 1, 1, 1, 2, 2, 3, 5, 6, 7, 7, 8, 8, 8, 9]
+    # Rounding may ask for more than is left: 3 kept, half each way rounds to 2 + 2; the most agile end
+    # gets the one teacher the least agile end left.
+    kept = torch.tensor([True, True, False, False, False, False, False, False, True, False])  # 500, 100, 50
+    farm = cast(TeacherFarm, SimpleNamespace(kept=kept, params=SimpleNamespace(roll_authority=authority)))
+    config.student = dataclasses.replace(config.student, least_agile_fraction=0.5, most_agile_fraction=0.5)
+    assert distillation_teachers(config, farm) == [0, 0, 1, 1, 1, 8, 8, 8]
 
 
 def test_least_and_most_agile_teachers_fly_more_distillation_envs_each_labelled_by_its_own_teacher(
