@@ -77,7 +77,7 @@ def distillation_teachers(config: RaptorTrainConfig, farm: TeacherFarm) -> list[
     by_authority = sorted(kept, key=lambda t: float(authority[t]))
     least_agile = by_authority[: round(cfg.least_agile_fraction * len(kept))]
     rest = by_authority[len(least_agile) :]
-    most_agile = rest[len(rest) - min(round(cfg.most_agile_fraction * len(kept)), len(rest)) :]
+    most_agile = rest[max(len(rest) - round(cfg.most_agile_fraction * len(kept)), 0) :]
     return sorted(
         kept + least_agile * (cfg.least_agile_envs_factor - 1) + most_agile * (cfg.most_agile_envs_factor - 1)
     )
