@@ -22,6 +22,7 @@ from robotrl.envs.quadrotor.env import (
     TEACHER_FIELDS,
     TEACHER_OBSERVATION_DIM,
     ChangeConfig,
+    InitConfig,
     QuadrotorEnv,
     teacher_observation,
 )
@@ -344,6 +345,41 @@ def test_teachers_read_only_the_extra_inputs_their_training_moved(tiny_run: Path
     assert not torch.allclose(actions(config, heavier), actions(config, calm))
     config.env.teacher_sees_disturbance = True
     assert not torch.allclose(actions(config, pushed), actions(config, calm))
+
+
+def test_a_teacher_trained_without_changes_meets_a_payload_and_a_weak_rotor_with_the_hover_change(
+    tiny_run: Path,
+) -> None:
+    """Holding the new hover after a payload and a weak rotor, a teacher trained without changes sees what it
+    saw holding the old one, bar the change inputs whose weights are zeroed: it commands its old action plus
+    each rotor's hover change, nothing else (teacher_observation reads the previous action relative to it)."""
+    farm = load_teacher_farm(tiny_run)
+    config = load_config(tiny_run / "config.yaml")
+    env_config = dataclasses.replace(
+        raptor_farm.group_env_config(config, farm.num_teachers, 1, seed=3),
+        init=InitConfig(position_m=0.1, tilt_deg=5.0, velocity_mps=0.1, angular_velocity_radps=0.1),
+    )
+    env = QuadrotorEnv(env_config, params=farm.params)
+    env.reset()
+    previous = slice(OBSERVATION_DIM - 4, OBSERVATION_DIM)
+    before = env.privileged_observation()
+    before[:, previous] = env.params.rotor_hover_action()
+    weak = env.params.rotor_thrust_scale.clone()
+    weak[:, 2] = 0.9
+    heavier = dataclasses.replace(env.params, mass=env.params.mass * 1.1, rotor_thrust_scale=weak)
+    env.dynamics.set_params(heavier)
+    after = env.privileged_observation()
+    after[:, previous] = env.params.rotor_hover_action()
+    change = env.params.rotor_hover_action() - env.nominal_params.rotor_hover_action()
+    assert bool((change[:, 2] > change[:, 0]).all()) and bool((change > 0).all())
+    seen_before, seen_after = teacher_observation(before), teacher_observation(after)
+    torch.testing.assert_close(seen_after[:, :OBSERVATION_DIM], seen_before[:, :OBSERVATION_DIM])
+    teachers = farm.actor(list(range(farm.num_teachers)), 1)
+    unclipped = (env.params.rotor_hover_action() < 0.9).all(-1)
+    assert bool(unclipped.any())
+    torch.testing.assert_close(
+        (teachers(seen_after) - teachers(seen_before))[unclipped], change[unclipped], rtol=0, atol=1e-5
+    )
 
 
 def test_a_teacher_not_told_the_disturbance_sees_zeros_where_it_would_be() -> None:
