@@ -87,7 +87,7 @@ def teacher_observation(privileged_obs: torch.Tensor, sees_disturbance: bool = T
     The previous action is read relative to the hover change because a teacher adds that change to its
     output (TEACHER_FEEDFORWARD): holding the new hover after a payload or a weak rotor, it then sees what
     it saw holding the old one. Read raw, the raised previous action, a value it never met on its one
-    quadrotor, held teachers trained without changes 0.09-0.13 m above the target after a 30 % payload
+    quadrotor, held teachers trained without changes 0.09-0.12 m above the target after a 30 % payload
     (README). Without changes the hover change is 0 and this is the raw observation."""
     disturbance, rotors, mass, hover = (privileged_obs[:, s] for s in _TEACHER_SLICES)
     if not sees_disturbance:
