@@ -26,7 +26,7 @@ from robotrl.envs.quadrotor.env import (
     QuadrotorEnv,
     teacher_observation,
 )
-from robotrl.envs.quadrotor.observations import OBSERVATION_DIM
+from robotrl.envs.quadrotor.observations import ACTION_DIM, OBSERVATION_DIM
 from robotrl.policies.grouped_mlp import GroupedActorCritic
 from robotrl.policies.recurrent_student import RecurrentStudent
 from robotrl.recipes import raptor_farm
@@ -361,7 +361,7 @@ def test_a_teacher_trained_without_changes_meets_a_payload_and_a_weak_rotor_with
     )
     env = QuadrotorEnv(env_config, params=farm.params)
     env.reset()
-    previous = slice(OBSERVATION_DIM - 4, OBSERVATION_DIM)
+    previous = slice(OBSERVATION_DIM - ACTION_DIM, OBSERVATION_DIM)
     before = env.privileged_observation()
     before[:, previous] = env.params.rotor_hover_action()
     weak = env.params.rotor_thrust_scale.clone()
