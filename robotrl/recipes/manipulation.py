@@ -29,6 +29,7 @@ from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO
 from robotrl.algos.sac import SAC
 from robotrl.config import ConfigError, to_dict
+from robotrl.cpu_training import configure_cpu_training
 from robotrl.envs.manipulation.demos import DemoDataset, collect_demos
 from robotrl.envs.manipulation.evaluation import ChunkSteps, evaluate_success
 from robotrl.envs.manipulation.metaworld_env import MetaWorldConfig, MetaWorldVecEnv
@@ -131,7 +132,7 @@ def base_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
     result_path = run_dir / "base" / "result.json"
     if result_path.is_file() and (run_dir / BASE_FILE).is_file():
         return json.loads(result_path.read_text())
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     dataset = demos_stage(config, run_dir, progress)
     labels = dataset.executed if config.labels == "executed" else dataset.actions
     start = time.perf_counter()
@@ -171,7 +172,7 @@ def resip_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     base = load_base(run_dir)
     sha_before = weights_sha256(base)
     env = ResidualEnv(make_env(config, r.num_envs, config.seed + 11), base, r.scale, seed=config.seed)
@@ -238,7 +239,7 @@ def dsrl_stage(config: ManipulationConfig, run_dir: Path, progress: bool = True)
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     base = load_base(run_dir)
     sha_before = weights_sha256(base)
     env = LatentNoiseEnv(make_env(config, d.num_envs, config.seed + 13), base, d.noise_bound)

@@ -19,6 +19,7 @@ import yaml
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.config import ConfigError, load_config_file, to_dict
+from robotrl.cpu_training import configure_cpu_training
 from robotrl.envs.quadrotor.env import QuadrotorEnv, QuadrotorEnvConfig
 from robotrl.envs.quadrotor.evaluation import HoverCriterion, TorchController, fly, hover_metrics
 from robotrl.envs.quadrotor.observations import ACTION_FIELDS, OBSERVATION_FIELDS
@@ -123,7 +124,7 @@ def train(
     """Train (or resume) a run; stops at max_iterations or when the hover criterion is met."""
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir, to_dict(config), resume)
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     torch.manual_seed(config.seed)
     env = QuadrotorEnv(dataclasses.replace(config.env, seed=config.seed))
     policy = build_policy(config, env)

@@ -23,6 +23,7 @@ from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.config import ConfigError, load_config_file, load_yaml, to_dict
 from robotrl.control.legged import ema_alpha
+from robotrl.cpu_training import configure_cpu_training
 from robotrl.envs.quadruped.curriculum import STAGES
 from robotrl.envs.quadruped.evaluation import jump_metrics
 from robotrl.envs.quadruped.jump_env import (
@@ -196,7 +197,7 @@ def train(
     """Train every stage not yet done, each from the previous stage's weights; returns the summaries."""
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir, to_dict(config), resume)
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     summaries: dict[str, Any] = {}
     previous: Path | None = None
     for name in config.stages:

@@ -28,6 +28,7 @@ import torch
 
 from robotrl.algos.distill import DAgger
 from robotrl.config import to_dict
+from robotrl.cpu_training import configure_cpu_training
 from robotrl.envs.quadrotor.env import QuadrotorEnv, teacher_observation
 from robotrl.export.bundle import RecurrentState
 from robotrl.export.export import export_bundle
@@ -90,7 +91,7 @@ def distill_student(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from torch.utils.tensorboard import SummaryWriter
 
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     torch.manual_seed(config.seed)
     teachers = distillation_teachers(config, farm)
     if not teachers:

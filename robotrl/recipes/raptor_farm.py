@@ -22,6 +22,7 @@ from torch import nn
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO
 from robotrl.config import ConfigError
+from robotrl.cpu_training import configure_cpu_training
 from robotrl.envs.quadrotor.env import (
     TEACHER_DISTURBANCE,
     TEACHER_FEEDFORWARD,
@@ -105,7 +106,7 @@ def train_members(
     config: RaptorTrainConfig, members: list[int], seed: int, out_dir: Path, progress: bool = True
 ) -> dict[str, Any]:
     """Train (or resume from out_dir) the teachers of `members` as one batched group from `seed`."""
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     params = sample_quadrotors(config.farm).index(torch.as_tensor(members))
     env, ppo = _group_ppo(config, params, seed)
     farm = config.farm
@@ -421,7 +422,7 @@ def measure_farm_speedup(config: RaptorTrainConfig, rounds: int = 5) -> dict[str
     this shared machine either rate alone drifts 30 % from run to run, which a ratio of two back-to-back
     blocks picked up whole.
     """
-    torch.set_num_threads(config.threads)
+    configure_cpu_training(config.threads)
     params = sample_quadrotors(config.farm)
     size = min(config.farm.group_size, params.num_envs)
     trainers = {}
