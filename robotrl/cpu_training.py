@@ -3,9 +3,9 @@
 A batched update allocates and frees the same multi-megabyte activations pass after pass (a teacher
 farm's [64, 256, 64] layer outputs are 4 MiB each). glibc hands such blocks back to the kernel when they
 are freed, so each new one is page-faulted in again: a ReLU over one took 0.53 ms with 40 such tensors
-alive, 0.19 ms with freed memory kept, and a farm iteration went from 1.09-1.22 s to 0.99-1.00 s
-(README, 'The teacher farm's speed'). PyTorch's CPU guides reach for jemalloc or tcmalloc for the same
-reason; glibc's own `mallopt` does it without a preloaded library.
+alive, 0.19 ms with freed memory kept, and a farm's first iterations 1.09-1.22 s against 0.99-1.00 s
+(README, 'Teacher farm'; glibc's own threshold adapts over a long run). PyTorch's CPU guides reach for
+jemalloc or tcmalloc for the same reason; glibc's `mallopt` does it without a preloaded library.
 """
 
 from __future__ import annotations
