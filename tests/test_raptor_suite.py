@@ -32,7 +32,7 @@ from robotrl.envs.quadrotor.raptor_suite import (
     scenarios,
     step_response_metrics,
 )
-from robotrl.recipes.raptor_report import GEOMETRIC, RAPTOR, STUDENT, TEACHERS
+from robotrl.recipes.raptor_report import GEOMETRIC, RAPTOR, STUDENT, TEACHERS, wilson_interval
 from robotrl.recipes.raptor_suite import geometric_baseline, run_raptor_suite
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -249,8 +249,20 @@ def test_suite_with_the_geometric_controller_and_the_official_checkpoint(tmp_pat
     assert sum(",all,," in r for r in rows) > 0
     md = (tmp_path / "suite.md").read_text()
     assert md.count("## ") == 4 and md.count(f"| {GEOMETRIC} |") == 4
+    assert f"{RAPTOR} 0 of 2 (0-66 %)" in md and md.count("Hover crashes") == 4
     for png in ("unseen_vs_mass.png", "unseen_events.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_crash_rates_come_with_their_wilson_interval() -> None:
+    """0 of n: the upper bound is z^2 / (n + z^2) (3.84 / 803.84 for 800 hovers); the interval always holds
+    k / n, and k of n mirrors n - k of n."""
+    assert wilson_interval(0, 800) == pytest.approx((0.0, 3.8416 / 803.8416))
+    low, high = wilson_interval(1, 800)
+    assert 0.0 < low < 1 / 800 < high < 0.008
+    mirrored = wilson_interval(799, 800)
+    assert (1 - mirrored[1], 1 - mirrored[0]) == pytest.approx((low, high))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_the_checkpoint_row_is_skipped_with_a_note_when_it_is_not_installed(

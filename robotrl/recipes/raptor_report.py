@@ -57,6 +57,34 @@ def _cell(value: float, fmt: str) -> str:
     return "-" if math.isnan(value) else fmt.format(value)
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a rate of k in n (95 % at z = 1.96).
+
+    Written out because the suite's crash counts are a handful in hundreds, where the normal
+    approximation gives negative bounds, and scipy is not among the train extra's dependencies."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def crash_line(report: dict[str, Any], group: str) -> str:
+    """Hover crashes of each controller as counts with their interval: the suite flies a few hundred
+    hovers, so one crash more or less (0.999 against 1.000) is within sampling; more starts
+    (`--episodes`, `--seed`) tell them apart."""
+    config = SuiteConfig(**report["config"])
+    sizes = {g: n for fleet in report["fleets"].values() for g, n in fleet["groups"].items()}
+    n = sizes[group] * config.episodes_per_quadrotor
+    parts = []
+    for name, results in report["summary"][group].items():
+        k = round((1.0 - results["hover"]["success"]) * n)
+        low, high = wilson_interval(k, n)
+        parts.append(f"{name} {k} of {n} ({100 * low:.2g}-{100 * high:.2g} %)")
+    return "Hover crashes (95 % Wilson interval of the rate): " + "; ".join(parts) + "."
+
+
 # ------------------------------------------------------------------------------------------ report
 def build_report(
     flights: list[Flight], config: SuiteConfig, skipped: dict[str, str], wall_s: float
@@ -208,8 +236,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"Skipped: {name} ({why}).", ""]
     if "student_vs_teachers" in report:
         lines += [_teacher_line(report["student_vs_teachers"]), ""]
-    for title, headers, rows in summary_tables(report):
-        lines += [f"## {title}", "", markdown_table(headers, rows), ""]
+    for group, (title, headers, rows) in zip(report["summary"], summary_tables(report), strict=True):
+        lines += [f"## {title}", "", markdown_table(headers, rows), "", crash_line(report, group), ""]
     lines.append(f"Flown in {report['wall_s']:.0f} s; files: {', '.join(report.get('files', []))}.")
     return "\n".join(lines) + "\n"
 
@@ -221,8 +249,9 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console()
     if not console.is_terminal:  # logs and pipes: the full width of the tables, not 80 columns
         console = Console(width=160)
-    for title, headers, rows in summary_tables(report):
+    for group, (title, headers, rows) in zip(report["summary"], summary_tables(report), strict=True):
         console.print(rich_table(headers, rows, title))
+        console.print(crash_line(report, group))
     if "student_vs_teachers" in report:
         console.print(_teacher_line(report["student_vs_teachers"]))
     for name, why in report["skipped"].items():
