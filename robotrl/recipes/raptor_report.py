@@ -187,8 +187,8 @@ def _write_csv(flights: list[Flight], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ tables
-def summary_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, headers, rows) of one table per group: rows are controllers."""
+def summary_tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(group, title, headers, rows) of one table per group: rows are controllers."""
     config = SuiteConfig(**report["config"])
     columns = summary_columns(config)
     sizes = {g: n for fleet in report["fleets"].values() for g, n in fleet["groups"].items()}
@@ -199,7 +199,7 @@ def summary_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[li
             for name, results in by_controller.items()
         ]
         title = f"{group}: {sizes[group]} quadrotor(s) x {config.episodes_per_quadrotor} episodes"
-        tables.append((title, ["controller"] + [h for _, _, h, _ in columns], rows))
+        tables.append((group, title, ["controller"] + [h for _, _, h, _ in columns], rows))
     return tables
 
 
@@ -236,7 +236,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"Skipped: {name} ({why}).", ""]
     if "student_vs_teachers" in report:
         lines += [_teacher_line(report["student_vs_teachers"]), ""]
-    for group, (title, headers, rows) in zip(report["summary"], summary_tables(report), strict=True):
+    for group, title, headers, rows in summary_tables(report):
         lines += [f"## {title}", "", markdown_table(headers, rows), "", crash_line(report, group), ""]
     lines.append(f"Flown in {report['wall_s']:.0f} s; files: {', '.join(report.get('files', []))}.")
     return "\n".join(lines) + "\n"
@@ -249,7 +249,7 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console()
     if not console.is_terminal:  # logs and pipes: the full width of the tables, not 80 columns
         console = Console(width=160)
-    for group, (title, headers, rows) in zip(report["summary"], summary_tables(report), strict=True):
+    for group, title, headers, rows in summary_tables(report):
         console.print(rich_table(headers, rows, title))
         console.print(crash_line(report, group))
     if "student_vs_teachers" in report:
