@@ -70,15 +70,12 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def crash_line(report: dict[str, Any], group: str) -> str:
-    """Hover crashes of each controller as counts with their interval: the suite flies a few hundred
-    hovers, so one crash more or less (0.999 against 1.000) is within sampling; more starts
-    (`--episodes`, `--seed`) tell them apart."""
-    config = SuiteConfig(**report["config"])
-    sizes = {g: n for fleet in report["fleets"].values() for g, n in fleet["groups"].items()}
-    n = sizes[group] * config.episodes_per_quadrotor
+def crash_line(by_controller: dict[str, dict[str, dict[str, float]]], n: int) -> str:
+    """Hover crashes of each controller in a group's n hovers, as counts with their interval: the suite
+    flies a few hundred hovers, so one crash more or less (0.999 against 1.000) is within sampling; more
+    starts (`--episodes`, `--seed`) tell them apart."""
     parts = []
-    for name, results in report["summary"][group].items():
+    for name, results in by_controller.items():
         k = round((1.0 - results["hover"]["success"]) * n)
         low, high = wilson_interval(k, n)
         parts.append(f"{name} {k} of {n} ({100 * low:.2g}-{100 * high:.2g} %)")
@@ -187,8 +184,8 @@ def _write_csv(flights: list[Flight], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ tables
-def summary_tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list[str]]]]:
-    """(group, title, headers, rows) of one table per group: rows are controllers."""
+def summary_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, headers, rows, crash line) of one table per group: rows are controllers."""
     config = SuiteConfig(**report["config"])
     columns = summary_columns(config)
     sizes = {g: n for fleet in report["fleets"].values() for g, n in fleet["groups"].items()}
@@ -199,7 +196,8 @@ def summary_tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], li
             for name, results in by_controller.items()
         ]
         title = f"{group}: {sizes[group]} quadrotor(s) x {config.episodes_per_quadrotor} episodes"
-        tables.append((group, title, ["controller"] + [h for _, _, h, _ in columns], rows))
+        crashes = crash_line(by_controller, sizes[group] * config.episodes_per_quadrotor)
+        tables.append((title, ["controller"] + [h for _, _, h, _ in columns], rows, crashes))
     return tables
 
 
@@ -236,8 +234,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"Skipped: {name} ({why}).", ""]
     if "student_vs_teachers" in report:
         lines += [_teacher_line(report["student_vs_teachers"]), ""]
-    for group, title, headers, rows in summary_tables(report):
-        lines += [f"## {title}", "", markdown_table(headers, rows), "", crash_line(report, group), ""]
+    for title, headers, rows, crashes in summary_tables(report):
+        lines += [f"## {title}", "", markdown_table(headers, rows), "", crashes, ""]
     lines.append(f"Flown in {report['wall_s']:.0f} s; files: {', '.join(report.get('files', []))}.")
     return "\n".join(lines) + "\n"
 
@@ -249,9 +247,9 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console()
     if not console.is_terminal:  # logs and pipes: the full width of the tables, not 80 columns
         console = Console(width=160)
-    for group, title, headers, rows in summary_tables(report):
+    for title, headers, rows, crashes in summary_tables(report):
         console.print(rich_table(headers, rows, title))
-        console.print(crash_line(report, group))
+        console.print(crashes)
     if "student_vs_teachers" in report:
         console.print(_teacher_line(report["student_vs_teachers"]))
     for name, why in report["skipped"].items():
