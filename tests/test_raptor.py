@@ -449,6 +449,15 @@ def test_teachers_not_kept_are_retrained_and_a_kept_retry_teaches(
     for t in (0, 2, 3):
         torch.testing.assert_close(farm.actor([t], 8)(obs), first[t](obs))
     assert not torch.allclose(farm.actor([1], 8)(obs), first[1](obs))  # a new seed, a new teacher
+    # Together, with a group's teachers apart in the list (one call a group): each block of rows is
+    # labelled by its own teacher, a repeated teacher in each of its blocks.
+    together = [0, 1, 3, 2, 0]  # groups [0, 1] and [2, 3], retries [1, 2] and [2]
+    rows = 0.1 * torch.randn(2 * len(together), TEACHER_OBSERVATION_DIM)  # near a hover: not clipped
+    labels = farm.actor(together, 2)(rows)
+    for block, t in enumerate(together):
+        torch.testing.assert_close(
+            labels[2 * block : 2 * block + 2], farm.actor([t], 2)(rows[2 * block : 2 * block + 2])
+        )
     # The farm as saved reads back with the retry in place, and the rounds are not trained again.
     save_farm(farm, run / "teachers.pt")
     loaded = load_teacher_farm(run)
