@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -29,7 +31,7 @@ from robotrl.envs.quadrotor.env import (
 from robotrl.envs.quadrotor.observations import ACTION_DIM, OBSERVATION_DIM
 from robotrl.policies.grouped_mlp import GroupedActorCritic
 from robotrl.policies.recurrent_student import RecurrentStudent
-from robotrl.recipes import raptor_farm
+from robotrl.recipes import raptor, raptor_farm
 from robotrl.recipes.quadrotor import prepare_run_dir
 from robotrl.recipes.raptor import StudentController, distillation_teachers, student_env
 from robotrl.recipes.raptor_config import RaptorTrainConfig, load_config
@@ -401,6 +403,31 @@ def test_resume_reuses_the_finished_stages(tiny_run: Path) -> None:
     after = json.loads((tiny_run / "stages.json").read_text())
     assert after["teachers_wall_s"] == before["teachers_wall_s"]  # the farm was not trained again
     assert after["speedup"] == before["speedup"]
+
+
+def test_an_interrupted_stage_keeps_its_time(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for done in ("student", "bundle"):
+        shutil.rmtree(run / done)
+    stages = json.loads((run / "stages.json").read_text())
+    (run / "stages.json").write_text(json.dumps({k: v for k, v in stages.items() if "student" not in k}))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    resume = ["train", "raptor", "--run-dir", str(run), "--resume", "--no-progress"]
+    with monkeypatch.context() as patch:
+        patch.setattr(raptor, "distill_student", interrupted)
+        assert main(resume) == 130
+    first = json.loads((run / "stages.json").read_text())["student_wall_s"]
+    assert first >= 0.3
+    assert main(resume) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["student_wall_s"] > first and summary["total_wall_s"] > first
 
 
 def test_ray_backend_trains_the_same_teachers(tmp_path: Path) -> None:

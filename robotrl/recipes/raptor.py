@@ -192,10 +192,11 @@ def train(
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
-        value = fn()
-        stages[f"{name}_wall_s"] = stages.get(f"{name}_wall_s", 0.0) + time.perf_counter() - start
-        stages_path.write_text(json.dumps(stages, indent=2))
-        return value
+        try:
+            return fn()
+        finally:  # an interrupted stage keeps the time it ran: a resumed run adds the rest
+            stages[f"{name}_wall_s"] = stages.get(f"{name}_wall_s", 0.0) + time.perf_counter() - start
+            stages_path.write_text(json.dumps(stages, indent=2))
 
     if "speedup" not in stages and config.farm.speedup_iterations > 0:
         stages["speedup"] = stage("speedup", lambda: measure_farm_speedup(config))
