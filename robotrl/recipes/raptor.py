@@ -190,16 +190,20 @@ def train(
     stages_path = run_dir / "stages.json"
     stages: dict[str, Any] = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
 
-    def stage(name: str, fn: Callable[[], Any]) -> Any:
+    def stage(name: str, fn: Callable[[], Any], result: str | None = None) -> Any:
+        """Run `fn`, adding its wall time to stages.json, and its value as `result` if given."""
         start = time.perf_counter()
         try:
-            return fn()
+            value = fn()
+            if result is not None:
+                stages[result] = value
+            return value
         finally:  # an interrupted stage keeps the time it ran: a resumed run adds the rest
             stages[f"{name}_wall_s"] = stages.get(f"{name}_wall_s", 0.0) + time.perf_counter() - start
             stages_path.write_text(json.dumps(stages, indent=2))
 
     if "speedup" not in stages and config.farm.speedup_iterations > 0:
-        stages["speedup"] = stage("speedup", lambda: measure_farm_speedup(config))
+        stage("speedup", lambda: measure_farm_speedup(config), result="speedup")
         log.info(
             "batched farm: %.1fx the teacher env-steps/s of one teacher alone", stages["speedup"]["speedup"]
         )
@@ -208,8 +212,10 @@ def train(
     else:
         results = stage("teachers", lambda: train_farm(config, run_dir, progress))
         farm = stage("teacher_selection", lambda: assemble_farm(config, results))
-        stages["teachers_retrained"] = stage(
-            "teacher_retries", lambda: retry_teachers(config, farm, run_dir, progress)
+        stage(
+            "teacher_retries",
+            lambda: retry_teachers(config, farm, run_dir, progress),
+            result="teachers_retrained",
         )
         save_farm(farm, run_dir / TEACHERS_FILE)
         (run_dir / "teachers.md").write_text(teachers_table(farm))
