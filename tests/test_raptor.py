@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -407,7 +407,10 @@ def test_resume_reuses_the_finished_stages(tiny_run: Path) -> None:
 def test_an_interrupted_stage_keeps_its_time_and_what_came_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    on_disk_at_start: list[dict[str, Any]] = []
+
     def interrupted(*args: object, **kwargs: object) -> None:
+        on_disk_at_start.append(json.loads((tmp_path / "run" / "stages.json").read_text()))
         time.sleep(0.3)
         raise KeyboardInterrupt
 
@@ -418,6 +421,8 @@ def test_an_interrupted_stage_keeps_its_time_and_what_came_before(
         assert main(train) == 130
     first = json.loads((tmp_path / "run" / "stages.json").read_text())
     assert first["teachers_wall_s"] >= 0.3 and first["speedup"]["speedup"] > 0
+    # The speed-up was on disk before the teachers began: a run killed outright there keeps it too.
+    assert on_disk_at_start[0]["speedup"] == first["speedup"]
     assert main([*train, "--resume"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["teachers_wall_s"] > first["teachers_wall_s"]
