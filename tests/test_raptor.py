@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -430,7 +431,8 @@ def test_an_interrupted_stage_keeps_its_time_and_what_came_before(
     assert summary["speedup_wall_s"] == first["speedup_wall_s"]
 
 
-def test_ray_backend_trains_the_same_teachers(tmp_path: Path) -> None:
+def test_ray_backend_trains_the_same_teachers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="robotrl.recipes.raptor_farm")
     config = load_config(None, TINY)
     local = train_farm(config, tmp_path / "local", progress=False)
     on_ray = train_farm(
@@ -439,6 +441,9 @@ def test_ray_backend_trains_the_same_teachers(tmp_path: Path) -> None:
         progress=False,
     )
     assert [r["members"] for r in on_ray] == [r["members"] for r in local] == [[0, 1], [2, 3]]
+    # Each backend logs every group as it lands, with how many are done (--no-progress runs show only this).
+    landed = [m.split("; ")[1].split(",")[0] for m in caplog.messages if m.startswith("teacher group")]
+    assert landed == ["1 of 2 groups done", "2 of 2 groups done"] * 2
     for a, b in zip(local, on_ray, strict=True):
         for name, tensor in a["policy"].items():
             torch.testing.assert_close(tensor, b["policy"][name], rtol=0, atol=0, msg=name)

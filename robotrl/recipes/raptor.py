@@ -130,6 +130,8 @@ def distill_student(
                 f"  ({'teacher' if metrics['distill/teacher_drives'] else 'student'} drives)"
             )
             bar.update(task, completed=dagger.rollouts, status=status)
+            if not progress and dagger.rollouts % max(1, cfg.total_rollouts // 10) == 0:
+                log.info("distillation rollout %d of %d: %s", dagger.rollouts, cfg.total_rollouts, status)
             out.mkdir(parents=True, exist_ok=True)
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"dagger": dagger.state_dict(), "history": history}, tmp)

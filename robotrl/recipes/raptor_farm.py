@@ -9,6 +9,7 @@ teachers. Ray costs about 1 ms a task here: a task is a whole group, never finer
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ from robotrl.policies.grouped_mlp import GroupedActorCritic
 from robotrl.recipes.raptor_config import FarmConfig, RaptorTrainConfig, load_run_config
 
 TEACHERS_FILE = "teachers.pt"
+
+log = logging.getLogger(__name__)
 
 
 def sample_quadrotors(farm: FarmConfig) -> QuadrotorParams:
@@ -142,13 +145,26 @@ def train_farm(config: RaptorTrainConfig, run_dir: Path, progress: bool = True) 
         return done_dir / f"group_{g:03d}.pt"
 
     todo = [g for g in groups if not done_path(g).is_file()]
-    # Each group is written as soon as it is done, so an interrupted farm resumes from the next one.
+    start, finished = time.perf_counter(), 0
+
+    def done(g: int, result: dict[str, Any]) -> None:
+        # Each group is written as soon as it is done, so an interrupted farm resumes from the next one.
+        nonlocal finished
+        torch.save(result, done_path(g))
+        finished += 1
+        left_s = (time.perf_counter() - start) / finished * (len(todo) - finished)
+        log.info(
+            "teacher group %d (%d teachers) trained in %.0f s; %d of %d groups done, about %.0f min to go",
+            g, len(result["members"]), result["train_wall_s"], len(groups) - len(todo) + finished,
+            len(groups), left_s / 60,
+        )  # fmt: skip
+
     if config.farm.backend == "ray" and todo:
         for g, result in _train_groups_on_ray(config, run_dir, todo):
-            torch.save(result, done_path(g))
+            done(g, result)
     else:
         for g in todo:
-            torch.save(train_group(config, g, run_dir, progress), done_path(g))
+            done(g, train_group(config, g, run_dir, progress))
     return [torch.load(done_path(g), weights_only=False) for g in groups]
 
 
