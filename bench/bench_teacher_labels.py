@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -22,7 +23,7 @@ from robotrl.recipes.raptor_config import load_config
 from robotrl.recipes.raptor_farm import TeacherFarm, build_group, group_members, sample_quadrotors
 
 
-def per_step_s(fn, obs: torch.Tensor, steps: int) -> float:
+def per_step_s(fn: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor, steps: int) -> float:
     with torch.no_grad():
         for _ in range(10):
             fn(obs)
