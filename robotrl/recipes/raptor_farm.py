@@ -145,14 +145,16 @@ def train_farm(config: RaptorTrainConfig, run_dir: Path, progress: bool = True) 
         return done_dir / f"group_{g:03d}.pt"
 
     todo = [g for g in groups if not done_path(g).is_file()]
-    start, finished = time.perf_counter(), 0
+    start, finished, trained_s = time.perf_counter(), 0, 0.0
 
     def done(g: int, result: dict[str, Any]) -> None:
         # Each group is written as soon as it is done, so an interrupted farm resumes from the next one.
-        nonlocal finished
+        nonlocal finished, trained_s
         torch.save(result, done_path(g))
-        finished += 1
-        left_s = (time.perf_counter() - start) / finished * (len(todo) - finished)
+        finished, trained_s = finished + 1, trained_s + result["train_wall_s"]
+        # One after another a group takes its training time (a resumed one's too); Ray runs them side by side.
+        per_group_s = (time.perf_counter() - start if config.farm.backend == "ray" else trained_s) / finished
+        left_s = per_group_s * (len(todo) - finished)
         log.info(
             "teacher group %d (%d teachers) trained in %.0f s; %d of %d groups done, about %.0f min to go",
             g, len(result["members"]), result["train_wall_s"], len(groups) - len(todo) + finished,
