@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -405,21 +407,27 @@ def test_resume_reuses_the_finished_stages(tiny_run: Path) -> None:
     assert after["speedup"] == before["speedup"]
 
 
+@pytest.mark.parametrize(("stop", "code"), [("ctrl-c", 130), ("sigterm", 143)])
 def test_an_interrupted_stage_keeps_its_time_and_what_came_before(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str, code: int
 ) -> None:
     on_disk_at_start: list[dict[str, Any]] = []
 
     def interrupted(*args: object, **kwargs: object) -> None:
         on_disk_at_start.append(json.loads((tmp_path / "run" / "stages.json").read_text()))
         time.sleep(0.3)
-        raise KeyboardInterrupt
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler or a closed session stops a run
+        time.sleep(10)
 
     train = ["train", "raptor", "--run-dir", str(tmp_path / "run"), "--no-progress"]
     train += [a for item in TINY for a in ("--set", item)]
+    handler = signal.getsignal(signal.SIGTERM)
     with monkeypatch.context() as patch:
         patch.setattr(raptor, "train_farm", interrupted)
-        assert main(train) == 130
+        assert main(train) == code
+    assert signal.getsignal(signal.SIGTERM) == handler  # restored for whatever runs next in this process
     first = json.loads((tmp_path / "run" / "stages.json").read_text())
     assert first["teachers_wall_s"] >= 0.3 and first["speedup"]["speedup"] > 0
     # The speed-up was on disk before the teachers began: a run killed outright there keeps it too.
