@@ -188,6 +188,7 @@ EVAL_SEED = 12345
 
 def cmd_train_manipulation(args: argparse.Namespace) -> int:
     """diffusion: demos + BC base; resip / dsrl: RL over that base (trained first when missing)."""
+    from robotrl.algos.checkpoints import run_dir_lock
     from robotrl.recipes import manipulation as m
     from robotrl.recipes.manipulation_config import load_config
 
@@ -208,28 +209,29 @@ def cmd_train_manipulation(args: argparse.Namespace) -> int:
             raise ConfigError("--max-iterations: DSRL's budget is env steps (--set dsrl.total_env_steps=N)")
         getattr(config, key).iterations = args.max_iterations
     run_dir = Path(args.run_dir or f"runs/manip-{config.task}-s{config.seed}")
-    m.prepare_run(config, run_dir)
-    progress = not args.no_progress
-    print(f"{args.task} on {config.task} in {run_dir}")
-    base = m.base_stage(config, run_dir, progress)
-    print(
-        f"base (diffusion BC on {base['demos']['episodes']} demos, {base['train_wall_s']:.0f} s): success "
-        f"{base['success_rate']:.2f} with sampled noise, "
-        f"{base['eval_zero_noise']['success_rate']:.2f} with zero noise"
-    )
-    if args.task == "resip":
-        result = m.resip_stage(config, run_dir, progress)
-    elif args.task == "dsrl":
-        result = m.dsrl_stage(config, run_dir, progress)
-    else:
-        result = None
-    if result is not None:
+    with run_dir_lock(run_dir):
+        m.prepare_run(config, run_dir)
+        progress = not args.no_progress
+        print(f"{args.task} on {config.task} in {run_dir}")
+        base = m.base_stage(config, run_dir, progress)
         print(
-            f"{args.task}: success {result['success_rate']:.2f} after {result['env_steps']:,} env steps "
-            f"and {result['train_wall_s']:.0f} s; base frozen: "
-            f"{result['base_sha256_before'] == result['base_sha256_after']}"
+            f"base (diffusion BC on {base['demos']['episodes']} demos, {base['train_wall_s']:.0f} s): "
+            f"success {base['success_rate']:.2f} with sampled noise, "
+            f"{base['eval_zero_noise']['success_rate']:.2f} with zero noise"
         )
-    m.write_report(config, run_dir)
+        if args.task == "resip":
+            result = m.resip_stage(config, run_dir, progress)
+        elif args.task == "dsrl":
+            result = m.dsrl_stage(config, run_dir, progress)
+        else:
+            result = None
+        if result is not None:
+            print(
+                f"{args.task}: success {result['success_rate']:.2f} after {result['env_steps']:,} env steps "
+                f"and {result['train_wall_s']:.0f} s; base frozen: "
+                f"{result['base_sha256_before'] == result['base_sha256_after']}"
+            )
+        m.write_report(config, run_dir)
     print((run_dir / "results.md").read_text())
     print(f"wrote {run_dir / 'results.md'}, {run_dir / 'curves.png'}")
     return 0

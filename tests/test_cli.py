@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from robotrl.algos.checkpoints import run_dir_lock
 from robotrl.cli import main
 from robotrl.recipes.quadrotor import load_run
 from robotrl.runtime.policy_runner import PolicyRunner
@@ -21,6 +24,15 @@ SMALL = [
     "--set", "runner.eval_every=1", "--set", "eval.episodes=16", "--set", "runner.checkpoint_every=1",
     "--set", "eval.duration_s=2",
 ]  # fmt: skip
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from robotrl.algos.checkpoints import run_dir_lock
+with run_dir_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+"""A second process training in a run directory, as far as its lock is concerned."""
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +101,29 @@ def test_training_into_a_non_empty_directory_needs_resume(
     # --resume on something that is not a run names the file it needs.
     assert main(["train", "quadrotor", "--run-dir", str(run), "--resume", *SMALL]) == 2
     assert f"{run / 'config.yaml'} does not exist" in capsys.readouterr().err
+
+
+def test_a_second_writer_on_a_run_is_refused_and_changes_nothing(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert (
+            main(["train", "quadrotor", "--run-dir", str(run), "--resume", "--max-iterations", "3", *SMALL])
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert f"another process is training in {run}" in err and "--resume" in err
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, yet the kernel drops the lock with the process
+        holder.wait()
+    with run_dir_lock(run):
+        pass
 
 
 def test_unknown_override_exits_2_naming_the_allowed_keys(

@@ -1,14 +1,57 @@
 """A run's checkpoint files: each written whole (temp file, then rename) with a latest.txt marker, so a
-killed run resumes from a complete file. Shared by the on-policy and off-policy runners."""
+killed run resumes from a complete file. Shared by the on-policy and off-policy runners. And the run
+directory's lock: one writer at a time."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import torch
 
 MARKER = "latest.txt"
+
+P = ParamSpec("P")
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Refuse a second writer: two resumes of one run would interleave their checkpoints and stage times.
+
+    flock on the directory itself, not a pid file: the kernel drops it when the holder dies, even by
+    SIGKILL, so a crashed run leaves no stale lock, and the directory gains no file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(
+                f"another process is training in {run_dir} (`pgrep -af 'robotrl train'` finds it): wait for "
+                "it to finish, or stop it (Ctrl-C or kill -INT; its last checkpoint is kept) and then resume "
+                "with --resume"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def one_writer(train: Callable[Concatenate[C, Path, P], R]) -> Callable[Concatenate[C, Path, P], R]:
+    """`train(config, run_dir, ...)` holding run_dir's lock throughout."""
+
+    @functools.wraps(train)
+    def locked(config: C, run_dir: Path, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with run_dir_lock(Path(run_dir)):
+            return train(config, run_dir, *args, **kwargs)
+
+    return locked
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
+from robotrl.algos.checkpoints import one_writer
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.config import ConfigError, load_config_file, to_dict
@@ -118,6 +119,7 @@ def build_policy(config: QuadrotorTrainConfig, env: QuadrotorEnv) -> ActorCritic
     )
 
 
+@one_writer
 def train(
     config: QuadrotorTrainConfig, run_dir: Path, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:

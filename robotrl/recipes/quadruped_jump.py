@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from robotrl.algos.checkpoints import latest_checkpoint
+from robotrl.algos.checkpoints import latest_checkpoint, one_writer
 from robotrl.algos.on_policy_runner import OnPolicyRunner, RunnerConfig
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.config import ConfigError, load_config_file, load_yaml, to_dict
@@ -191,6 +191,7 @@ def evaluate_policy(
         env.close()
 
 
+@one_writer
 def train(
     config: QuadrupedJumpTrainConfig, run_dir: Path, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robotrl.algos.checkpoints import one_writer
 from robotrl.algos.distill import DAgger
 from robotrl.config import to_dict
 from robotrl.cpu_training import configure_cpu_training
@@ -183,6 +184,7 @@ def _record_student_observations(
 
 
 # ------------------------------------------------------------------------------------------ the run
+@one_writer
 def train(
     config: RaptorTrainConfig, run_dir: Path, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
