@@ -15,7 +15,8 @@ import yaml
 
 from robotrl.algos.checkpoints import run_dir_lock
 from robotrl.cli import main
-from robotrl.recipes.quadrotor import load_run
+from robotrl.config import ConfigError
+from robotrl.recipes.quadrotor import load_config, load_run, train
 from robotrl.runtime.policy_runner import PolicyRunner
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -124,6 +125,13 @@ def test_a_second_writer_on_a_run_is_refused_and_changes_nothing(
         holder.wait()
     with run_dir_lock(run):
         pass
+
+
+def test_resuming_a_run_that_is_not_there_leaves_no_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    with pytest.raises(ConfigError, match="cannot resume"):
+        train(load_config(), missing, resume=True, progress=False)
+    assert not missing.exists()
 
 
 def test_unknown_override_exits_2_naming_the_allowed_keys(

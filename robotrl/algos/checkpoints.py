@@ -26,7 +26,9 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     """Refuse a second writer: two resumes of one run would interleave their checkpoints and stage times.
 
     flock on the directory itself, not a pid file: the kernel drops it when the holder dies, even by
-    SIGKILL, so a crashed run leaves no stale lock, and the directory gains no file."""
+    SIGKILL, so a crashed run leaves no stale lock, and the directory gains no file. A directory made here
+    for a run that then wrote nothing (a resume of a run that is not there) is removed again."""
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir, os.O_RDONLY)
     try:
@@ -41,6 +43,9 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote into it
+                run_dir.rmdir()
 
 
 def one_writer(train: Callable[Concatenate[C, Path, P], R]) -> Callable[Concatenate[C, Path, P], R]:
